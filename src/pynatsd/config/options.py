@@ -1,0 +1,191 @@
+"""Typed, validated server options: what the config file and the command line resolve to.
+
+Options are frozen dataclasses built once from config + flags (see ``config/load.py``); a reload
+builds a new set and ``reload.py`` applies the difference. Defaults are nats-server 2.15's.
+Times are float seconds, sizes are int bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_PORT = 4222
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+DEFAULT_MAX_CONTROL_LINE = 4096
+DEFAULT_MAX_PENDING = 64 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 64 * 1024
+DEFAULT_PING_INTERVAL = 120.0
+DEFAULT_PING_MAX = 2
+DEFAULT_WRITE_DEADLINE = 10.0
+DEFAULT_AUTH_TIMEOUT = 2.0
+DEFAULT_TLS_TIMEOUT = 2.0
+DEFAULT_LAME_DUCK_DURATION = 120.0
+DEFAULT_LAME_DUCK_GRACE_PERIOD = 10.0
+DEFAULT_MAX_CLOSED_CLIENTS = 10000
+RANDOM_PORT = -1
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value was written, for error messages (file may be '<flags>')."""
+
+    file: str = ""
+    line: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class SubjectPermission:
+    """Allow/deny subject lists for publish or subscribe. ``allow=None`` means allow all."""
+
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResponsePermission:
+    """allow_responses: a client may publish to reply subjects it received, max_msgs times, within expires."""
+
+    max_msgs: int = 1
+    expires: float = 120.0
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: SubjectPermission | None = None
+    subscribe: SubjectPermission | None = None
+    allow_responses: ResponsePermission | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    """A user of the authorization block (or of an account). For verify_and_map users the
+    username is the certificate identity (email, DNS name, URI or subject DN) and there is no
+    password."""
+
+    username: str
+    password: str | None = None  # plain text or a bcrypt hash ("$2a$", "$2b$", "$2y$")
+    permissions: Permissions | None = None
+    account: str | None = None
+    allowed_connection_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """The top-level authorization block, merged with --user/--pass/--auth/--no_auth_user."""
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    users: tuple[User, ...] = ()
+    timeout: float | None = None  # None: DEFAULT_AUTH_TIMEOUT, or tls.timeout + 1 with TLS
+    default_permissions: Permissions | None = None
+    no_auth_user: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return bool(self.user or self.token or self.users)
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """One ``tls {}`` block (client port, cluster, gateway, leafnode or monitoring)."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    key_password_file: str | None = None  # beyond nats-server: passphrase of an encrypted key
+    ca_file: str | None = None
+    verify: bool = False
+    verify_and_map: bool = False
+    insecure: bool = False
+    # lower-case hex SHA-256 of each pinned certificate's SubjectPublicKeyInfo
+    pinned_certs: frozenset[str] | None = None
+    cipher_suites: tuple[str, ...] = ()  # nats-server (Go) names as written
+    curve_preferences: tuple[str, ...] = ()  # nats-server (Go) names as written
+    min_version: str | None = None  # "1.0" .. "1.3"
+    timeout: float = DEFAULT_TLS_TIMEOUT
+    # False: INFO first then TLS. True: TLS first. A float: wait that long for a TLS
+    # ClientHello, then fall back to INFO first (nats-server's duration form).
+    handshake_first: bool | float = False
+    connection_rate_limit: int = 0
+    watch: bool = False  # beyond nats-server: reload cert/key/CA when the files change
+    source: Source = field(default_factory=Source)
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    name: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = 0
+    advertise: str | None = None
+    no_advertise: bool = False
+    routes: tuple[str, ...] = ()
+    connect_retries: int = 0
+    pool_size: int = 0
+    username: str | None = None
+    password: str | None = None
+    auth_timeout: float | None = None
+    permissions: Permissions | None = None
+    tls: TLSOptions | None = None
+    source: Source = field(default_factory=Source)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    config_file: str | None = None
+    server_name: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    client_advertise: str | None = None
+
+    # limits
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    max_control_line: int = DEFAULT_MAX_CONTROL_LINE
+    max_pending: int = DEFAULT_MAX_PENDING
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # an explicit 0 in config is stored as -1
+    max_subscriptions: int = 0  # 0: unlimited
+    max_sub_tokens: int = 0
+    ping_interval: float = DEFAULT_PING_INTERVAL
+    ping_max: int = DEFAULT_PING_MAX
+    write_deadline: float = DEFAULT_WRITE_DEADLINE
+    lame_duck_duration: float = DEFAULT_LAME_DUCK_DURATION
+    lame_duck_grace_period: float = DEFAULT_LAME_DUCK_GRACE_PERIOD
+    max_closed_clients: int = DEFAULT_MAX_CLOSED_CLIENTS
+    no_header_support: bool = False
+
+    # auth
+    auth: AuthOptions = field(default_factory=AuthOptions)
+
+    # TLS for the client port
+    tls: TLSOptions | None = None
+    allow_non_tls: bool = False
+    fips: bool = False
+
+    # monitoring
+    http_host: str = DEFAULT_HOST
+    http_port: int = 0  # 0: off, -1: random
+    https_port: int = 0
+    http_base_path: str = ""
+
+    # clustering
+    cluster: ClusterOptions | None = None
+
+    # logging and process
+    debug: bool = False
+    trace: bool = False
+    trace_verbose: bool = False
+    logtime: bool = True
+    logtime_utc: bool = False
+    log_file: str | None = None
+    log_size_limit: int = 0
+    syslog: bool = False
+    remote_syslog: str | None = None
+    pid_file: str | None = None
+    ports_file_dir: str | None = None
+    max_traced_msg_len: int = 0
+
+    # warnings collected while loading (ignored features, converted values); logged at start
+    warnings: tuple[str, ...] = ()
