@@ -169,6 +169,9 @@ class ServerOptions:
     http_port: int = 0  # 0: off, -1: random
     https_port: int = 0
     http_base_path: str = ""
+    # beyond nats-server: warn (log, /metrics) when a served TLS certificate expires within
+    # this many days; checked at start and daily (pynatsd.monitor.certwatch)
+    tls_expiry_warn_days: int = 30
 
     # clustering
     cluster: ClusterOptions | None = None
