@@ -112,6 +112,8 @@ class TLSOptions:
     handshake_first: bool | float = False
     connection_rate_limit: int = 0
     watch: bool = False  # beyond nats-server: reload cert/key/CA when the files change
+    # nats-server 2.12+: needed to name any suite Go classes as insecure (added by tls helper C)
+    allow_insecure_cipher_suites: bool = False
     source: Source = field(default_factory=Source)
 
 
