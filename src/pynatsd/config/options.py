@@ -114,6 +114,12 @@ class TLSOptions:
     watch: bool = False  # beyond nats-server: reload cert/key/CA when the files change
     # nats-server 2.12+: needed to name any suite Go classes as insecure (added by tls helper C)
     allow_insecure_cipher_suites: bool = False
+    # (added by config helper B) "certs"/"certificates": several (cert_file, key_file) pairs,
+    # chosen per ClientHello/SNI; never combined with cert_file
+    certificates: tuple[tuple[str, str], ...] = ()
+    # (added by config helper B) cluster/gateway blocks only: verify the peer and check that its
+    # certificate's DNS names match a configured route/gateway URL
+    verify_cert_and_check_known_urls: bool = False
     source: Source = field(default_factory=Source)
 
 
@@ -130,8 +136,13 @@ class ClusterOptions:
     username: str | None = None
     password: str | None = None
     auth_timeout: float | None = None
-    permissions: Permissions | None = None
+    permissions: Permissions | None = None  # publish = "import", subscribe = "export"
     tls: TLSOptions | None = None
+    # (added by config helper B) further cluster block keys; None: the server default
+    connect_backoff: bool = False
+    ping_interval: float | None = None
+    ping_max: int | None = None
+    write_deadline: float | None = None
     source: Source = field(default_factory=Source)
 
 
@@ -194,3 +205,9 @@ class ServerOptions:
 
     # warnings collected while loading (ignored features, converted values); logged at start
     warnings: tuple[str, ...] = ()
+    # (added by config helper B) the subset of ``warnings`` that nats-server itself gives for
+    # this config; like nats-server, ``-t`` reports them as failures
+    config_warnings: tuple[str, ...] = ()
+    # (added by config helper B) nats-server's "sha256:<hex>" digest of the parsed config file
+    # ("" without one), for /varz config_digest and the reload log line
+    config_digest: str = ""
