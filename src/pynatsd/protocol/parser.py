@@ -1,0 +1,525 @@
+"""Sans-IO parser for the NATS client protocol: received bytes in, op tuples out.
+
+`ClientParser.feed()` takes a whole received chunk and returns every op it completes, keeping
+any partial op for the next call. It follows nats-server's parser byte for byte where the
+difference is visible on the wire (op names, separators, line ends, size fields, payload
+terminator, max_control_line and max_payload checks), but works on whole lines with
+bytes.find/split instead of a per-byte state machine, because per-byte work is what makes a
+Python parser slow. The shared pieces (op-name scanning, size fields, argument splitting,
+partial-line and partial-payload bookkeeping) live in `LineProtocolParser` and module helpers
+so a route or leafnode parser can reuse them with its own op table.
+
+Op tuples (see /work/notes/interfaces.md):
+    (OP_PUB, subject, reply, size_digits, payload)
+    (OP_HPUB, subject, reply, hdr_digits, total_digits, hdr_len, data)
+    (OP_SUB, subject, queue, sid)
+    (OP_UNSUB, sid, max_msgs)
+    (OP_CONNECT, json) (OP_INFO, json) (OP_PING,) (OP_PONG,) (OP_OK,) (OP_ERR, text)
+    (OP_CLOSE, err_text | None, closed_reason)   always last; the parser is dead afterwards
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+OP_PUB: Final = 1
+OP_HPUB: Final = 2
+OP_SUB: Final = 3
+OP_UNSUB: Final = 4
+OP_CONNECT: Final = 5
+OP_INFO: Final = 6
+OP_PING: Final = 7
+OP_PONG: Final = 8
+OP_OK: Final = 9
+OP_ERR: Final = 10
+OP_CLOSE: Final = 11
+
+# -ERR texts and /connz closed reasons the parser can produce (spelled as nats-server does;
+# wire.py re-exports the texts with the other -ERR constants).
+ERR_UNKNOWN_OP: Final = "Unknown Protocol Operation"
+ERR_MAX_PAYLOAD: Final = "Maximum Payload Violation"
+ERR_MAX_CONTROL_LINE: Final = "maximum control line exceeded"
+ERR_AUTH_VIOLATION: Final = "Authorization Violation"
+REASON_PROTOCOL_VIOLATION: Final = "Protocol Violation"
+REASON_MAX_CONTROL_LINE: Final = "Maximum Control Line Exceeded"
+REASON_MAX_PAYLOAD: Final = "Maximum Message Payload Exceeded"
+REASON_AUTH_FAILURE: Final = "Authentication Failure"
+
+Op = tuple[Any, ...]
+
+_PING_OP: Final = (OP_PING,)
+_PONG_OP: Final = (OP_PONG,)
+_OK_OP: Final = (OP_OK,)
+_CLOSE_UNKNOWN: Final = (OP_CLOSE, ERR_UNKNOWN_OP, REASON_PROTOCOL_VIOLATION)
+_CLOSE_SILENT: Final = (OP_CLOSE, None, REASON_PROTOCOL_VIOLATION)
+_CLOSE_MCL: Final = (OP_CLOSE, ERR_MAX_CONTROL_LINE, REASON_MAX_CONTROL_LINE)
+_CLOSE_MAX_PAYLOAD: Final = (OP_CLOSE, ERR_MAX_PAYLOAD, REASON_MAX_PAYLOAD)
+_CLOSE_AUTH: Final = (OP_CLOSE, ERR_AUTH_VIOLATION, REASON_AUTH_FAILURE)
+
+# How the bytes after an op name are treated (the op table's second column).
+SEP_REQUIRED: Final = 0  # one space/TAB required, then blanks skipped, then the argument
+SEP_OPTIONAL: Final = 1  # blanks skipped, no separator needed (CONNECT, INFO)
+SEP_IGNORE: Final = 2  # everything up to LF is ignored (PING, PONG, +OK)
+
+# Scanning results besides an op code.
+_PARTIAL: Final = -1
+_BAD: Final = -2
+
+# Maps TAB, CR and LF to a space, so one split(b" ") splits like nats-server's splitArg.
+_WS_TO_SPACE: Final = bytes.maketrans(b"\t\r\n", b"   ")
+_TAB_TO_SPACE: Final = bytes.maketrans(b"\t", b" ")
+
+
+# Size fields seen so far -> their value (bounded; keys are client bytes). Saves int(bytes),
+# which is slow, on the hot path. Only valid fields (1-9 ASCII digits) are ever stored.
+_SIZE_CACHE: dict[bytes, int] = {str(k).encode(): k for k in range(1024)}
+_SIZE_CACHE_MAX: Final = 8192
+
+
+def parse_size(digits: bytes) -> int:
+    """A size field as nats-server reads it: 1 to 9 ASCII digits, else -1."""
+    v = _SIZE_CACHE.get(digits)
+    if v is not None:
+        return v
+    if 0 < len(digits) <= 9 and digits.isdigit():
+        v = int(digits)
+        if len(_SIZE_CACHE) < _SIZE_CACHE_MAX:
+            _SIZE_CACHE[digits] = v
+        return v
+    return -1
+
+
+def split_blanks(line: bytes) -> list[bytes]:
+    """Split on runs of spaces and TABs (PUB, HPUB and the routed-message ops)."""
+    if b"\t" in line:
+        line = line.translate(_TAB_TO_SPACE)
+    args = line.split(b" ")
+    if b"" in args:
+        args = [a for a in args if a]
+    return args
+
+
+def split_whitespace(line: bytes) -> list[bytes]:
+    """Split on runs of spaces, TABs, CR and LF (SUB, UNSUB and the sub-interest ops)."""
+    args = line.translate(_WS_TO_SPACE).split(b" ")
+    if b"" in args:
+        args = [a for a in args if a]
+    return args
+
+
+class OpTable:
+    """Case-insensitive op names for one connection kind: name -> (op code, separator rule).
+
+    Names must be prefix-free. Anything that is not a prefix of a name is an unknown op at the
+    first byte that rules every name out, as in nats-server.
+    """
+
+    __slots__ = ("names", "maxlen")
+
+    def __init__(self, ops: dict[bytes, tuple[int, int]]) -> None:
+        upper = {name.upper(): v for name, v in ops.items()}
+        for a in upper:
+            for b in upper:
+                if a != b and b.startswith(a):
+                    raise ValueError(f"op names not prefix-free: {a!r} {b!r}")
+        self.names: tuple[tuple[bytes, int, int], ...] = tuple((n, op, sep) for n, (op, sep) in upper.items())
+        self.maxlen = max(len(n) for n in upper)
+
+    def scan(self, data: bytes, pos: int) -> tuple[int, int, bytes]:
+        """Recognise the op name at data[pos:]: (op, index after the name, name) or (_PARTIAL|_BAD, ...)."""
+        head = data[pos : pos + self.maxlen].upper()
+        avail = len(head)
+        partial = False
+        for name, op, _sep in self.names:
+            ln = len(name)
+            if avail >= ln:
+                if head.startswith(name):
+                    return op, pos + ln, name
+            elif name.startswith(head):
+                partial = True
+        return (_PARTIAL if partial else _BAD), pos, b""
+
+    def separator(self, op: int) -> int:
+        for _name, o, sep in self.names:
+            if o == op:
+                return sep
+        raise KeyError(op)
+
+
+CLIENT_OPS: Final = OpTable(
+    {
+        b"PUB": (OP_PUB, SEP_REQUIRED),
+        b"HPUB": (OP_HPUB, SEP_REQUIRED),
+        b"SUB": (OP_SUB, SEP_REQUIRED),
+        b"UNSUB": (OP_UNSUB, SEP_REQUIRED),
+        b"-ERR": (OP_ERR, SEP_REQUIRED),
+        b"CONNECT": (OP_CONNECT, SEP_OPTIONAL),
+        b"INFO": (OP_INFO, SEP_OPTIONAL),
+        b"PING": (OP_PING, SEP_IGNORE),
+        b"PONG": (OP_PONG, SEP_IGNORE),
+        b"+OK": (OP_OK, SEP_IGNORE),
+    }
+)
+
+
+class LineProtocolParser:
+    """Machinery shared by the NATS text-protocol parsers (client now; route/leaf later).
+
+    State between feed() calls is one of:
+    - nothing pending;
+    - `_tail`: the unfinished start of an op (name, separators, partial argument line), which
+      is re-scanned when more data arrives. Blanks after an op name and the ignored bytes after
+      PING/PONG/+OK are dropped from it, so it never grows without a max_control_line check;
+    - `_pend`: an op whose control line is done and whose payload (`_need` bytes including the
+      CR LF) is being collected in `_parts`.
+    """
+
+    __slots__ = ("max_control_line", "ops", "_tail", "_pend", "_parts", "_have", "_need", "_dead")
+
+    def __init__(self, ops: OpTable, max_control_line: int) -> None:
+        self.max_control_line = max_control_line
+        self.ops = ops
+        self._tail = b""
+        self._pend: Op | None = None
+        self._parts: list[bytes | memoryview] = []
+        self._have = 0
+        self._need = 0
+        self._dead = False
+
+    @property
+    def dead(self) -> bool:
+        """True once an OP_CLOSE (or a terminal op) has been returned."""
+        return self._dead
+
+    def _scan_start(self, data: bytes, pos: int) -> tuple[int, int]:
+        """Slow path for an op start: returns (op, arg_start) or (_PARTIAL, _) / (_BAD, _).
+
+        For SEP_IGNORE ops arg_start is the index just past the LF. On _PARTIAL the canonical
+        unfinished prefix has been stored in `_tail`.
+        """
+        n = len(data)
+        op, k, name = self.ops.scan(data, pos)
+        if op < 0:
+            if op == _PARTIAL:
+                self._tail = data[pos:]
+            return op, pos
+        sep = self.ops.separator(op)
+        if sep == SEP_IGNORE:
+            eol = data.find(b"\n", k)
+            if eol < 0:
+                self._tail = name
+                return _PARTIAL, pos
+            return op, eol + 1
+        if sep == SEP_REQUIRED:
+            if k >= n:
+                self._tail = name
+                return _PARTIAL, pos
+            if data[k] != 32 and data[k] != 9:
+                return _BAD, pos
+            k += 1
+            name += b" "
+        while k < n and (data[k] == 32 or data[k] == 9):
+            k += 1
+        if k >= n:
+            self._tail = name
+            return _PARTIAL, pos
+        return op, k
+
+    def _arg_end(self, data: bytes, a: int, eol: int) -> int:
+        """End of the argument that starts at `a` and whose line ends at LF `eol`.
+
+        nats-server drops the byte before the LF when it has seen a CR after the argument's
+        first byte; in practice that is the CR of CR LF.
+        """
+        if eol - 1 > a and (data[eol - 1] == 13 or data.find(b"\r", a + 1, eol) >= 0):
+            return eol - 1
+        return eol
+
+    def _partial_line_too_long(self, data: bytes, a: int) -> bool:
+        """max_control_line check on an argument still arriving (an endless line is cut off).
+
+        Counts what the finished argument will at least contain, so feeding a stream in pieces
+        never closes a connection that one whole feed would accept.
+        """
+        plen = len(data) - a
+        if plen <= self.max_control_line:
+            return False
+        if data.find(b"\r", a + 1) >= 0:
+            plen -= 1
+        return plen > self.max_control_line
+
+    def _start_payload(self, data: bytes, start: int, size: int, pend: Op) -> bool:
+        """Keep a partial payload data[start:] for op `pend`; False if its terminator is already wrong."""
+        have = len(data) - start
+        if have > size and data[start + size] != 13:
+            return False
+        self._pend = pend
+        self._need = size + 2
+        self._have = have
+        self._parts = [memoryview(data)[start:]] if have else []
+        return True
+
+    def _continue_payload(self, data: bytes) -> tuple[bytes, Op | None, bool]:
+        """Add a chunk to the pending payload.
+
+        Returns (rest_of_data, completed_op_or_None, ok). When the payload is still incomplete
+        rest is b"" and the op None; ok is False when the CR LF after the payload is wrong.
+        """
+        need = self._need
+        self._parts.append(data)
+        self._have += len(data)
+        if self._have < need:
+            if self._have == need - 1 and data[-1] != 13:
+                return b"", None, False
+            return b"", None, True
+        buf = b"".join(self._parts)
+        self._parts = []
+        size = need - 2
+        pend = self._pend
+        assert pend is not None
+        self._pend = None
+        if not buf.startswith(b"\r\n", size):
+            return b"", None, False
+        return buf[need:], (*pend, buf[:size]), True
+
+
+class ClientParser(LineProtocolParser):
+    """Parser for one client connection (see the module docstring for the op tuples).
+
+    Attributes a connection may change between feed() calls:
+    - max_payload: PUB size / HPUB total limit (negative = no limit);
+    - headers: whether HPUB is allowed (negotiated in CONNECT); False closes silently on HPUB;
+    - expect_connect: when True (auth required, no no_auth_user), an op whose first byte is not
+      'C' gives OP_CLOSE("Authorization Violation", "Authentication Failure") at once, as
+      nats-server does. It is cleared by the parser itself after a CONNECT op, because the
+      connection closes anyway if that CONNECT fails to authenticate.
+    """
+
+    __slots__ = ("max_payload", "headers", "expect_connect")
+
+    # The piece-walking fast path in feed(); tests turn it off to check it against _step().
+    fast_path = True
+
+    def __init__(self, max_control_line: int = 4096, max_payload: int = 1048576) -> None:
+        super().__init__(CLIENT_OPS, max_control_line)
+        self.max_payload = max_payload
+        self.headers = False
+        self.expect_connect = False
+
+    def feed(self, data: bytes) -> list[Op]:
+        """Parse one received chunk; returns the ops it completes (OP_CLOSE last, if any)."""
+        if self._dead or not data:
+            return []
+        ops: list[Op] = []
+        if self._pend is not None:
+            data, done, ok = self._continue_payload(data)
+            if not ok:
+                self._close(ops, _CLOSE_UNKNOWN)
+                return ops
+            if done is None:
+                return ops
+            ops.append(done)
+            if not data:
+                return ops
+        elif self._tail:
+            data = self._tail + data
+            self._tail = b""
+
+        # Fast path: split the chunk at every CR LF once, then walk the pieces. Clean ops in the
+        # canonical spelling (upper case, single spaces, CR LF, payload without CR LF inside)
+        # cost one split(b" ") and a few memchr checks each. Anything else is handed to _step(),
+        # which handles every case exactly from a byte position; the walk resumes once the
+        # general path ends on a piece boundary again. Every CR LF in the chunk is a boundary,
+        # so that is the normal case; each piece is walked at most once.
+        fast = self.fast_path
+        pieces = data.split(b"\r\n") if fast else [data]
+        last = len(pieces) - 1
+        append = ops.append
+        sizes = _SIZE_CACHE
+        mcl = self.max_control_line
+        maxp = self.max_payload
+        if maxp < 0:
+            maxp = 1 << 62
+        n = len(data)
+        i = 0  # index of the next piece
+        ppos = 0  # byte position where pieces[i] starts
+        pos = 0  # byte position of the next op
+        while True:
+            if ppos == pos and fast and not self.expect_connect:
+                while i < last:
+                    line = pieces[i]
+                    if len(line) > mcl or 10 in line or 13 in line or 9 in line:
+                        break
+                    args = line.split(b" ")
+                    op = args[0]
+                    nargs = len(args)
+                    if op == b"PUB":
+                        if nargs == 3:
+                            subject = args[1]
+                            reply = b""
+                            szb = args[2]
+                        elif nargs == 4:
+                            subject = args[1]
+                            reply = args[2]
+                            szb = args[3]
+                            if not reply:
+                                break
+                        else:
+                            break
+                        size = sizes.get(szb)
+                        if size is None or size > maxp or not subject:
+                            break
+                        payload = pieces[i + 1]
+                        if len(payload) != size or i + 1 == last:
+                            break
+                        append((OP_PUB, subject, reply, szb, payload))
+                        ppos += len(line) + size + 4
+                        i += 2
+                    elif op == b"PING":
+                        append(_PING_OP)
+                        ppos += len(line) + 2
+                        i += 1
+                    elif op == b"SUB":
+                        if b"" in args:
+                            break
+                        if nargs == 3:
+                            append((OP_SUB, args[1], b"", args[2]))
+                        elif nargs == 4:
+                            append((OP_SUB, args[1], args[2], args[3]))
+                        else:
+                            break
+                        ppos += len(line) + 2
+                        i += 1
+                    elif op == b"PONG":
+                        append(_PONG_OP)
+                        ppos += len(line) + 2
+                        i += 1
+                    else:
+                        break
+                pos = ppos
+            if pos >= n:
+                return ops
+            pos = self._step(data, pos, ops)
+            if pos < 0:
+                return ops
+            while ppos < pos and i < last:
+                ppos += len(pieces[i]) + 2
+                i += 1
+
+    def _step(self, data: bytes, pos: int, ops: list[Op]) -> int:
+        """Parse exactly one op at data[pos:] (the general path, exact in every case).
+
+        Returns the position after it, or -1 when parsing stops: the op is partial (kept for
+        the next feed) or the connection is to be closed (OP_CLOSE appended).
+        """
+        if self.expect_connect and data[pos] != 67 and data[pos] != 99:
+            return self._close(ops, _CLOSE_AUTH)
+        op, a = self._scan_start(data, pos)
+        if op < 0:
+            if op == _BAD:
+                return self._close(ops, _CLOSE_UNKNOWN)
+            return -1  # partial op name or separator, kept in _tail
+        if op == OP_PING:
+            ops.append(_PING_OP)
+            return a
+        if op == OP_PONG:
+            ops.append(_PONG_OP)
+            return a
+        if op == OP_OK:
+            ops.append(_OK_OP)
+            return a
+
+        # A control line whose argument starts at `a`. The byte at `a` belongs to the argument
+        # even if it is LF (nats-server leaves the separator state on it).
+        eol = data.find(b"\n", a + 1)
+        if eol < 0:
+            if self._partial_line_too_long(data, a):
+                return self._close(ops, _CLOSE_MCL)
+            self._tail = data[pos:]
+            return -1
+        e = self._arg_end(data, a, eol)
+        if e - a > self.max_control_line:
+            return self._close(ops, _CLOSE_MCL)
+        line = data[a:e]
+
+        if op == OP_PUB or op == OP_HPUB:
+            if op == OP_PUB:
+                args = split_blanks(line)
+                nargs = len(args)
+                if nargs == 2:
+                    subject, szb = args
+                    reply = b""
+                elif nargs == 3:
+                    subject, reply, szb = args
+                else:
+                    return self._close(ops, _CLOSE_SILENT)
+                size = parse_size(szb)
+                if size < 0:
+                    return self._close(ops, _CLOSE_SILENT)
+                pend: Op = (OP_PUB, subject, reply, szb)
+            else:
+                if not self.headers:
+                    return self._close(ops, _CLOSE_SILENT)
+                args = split_blanks(line)
+                nargs = len(args)
+                if nargs == 3:
+                    subject, hdb, szb = args
+                    reply = b""
+                elif nargs == 4:
+                    subject, reply, hdb, szb = args
+                else:
+                    return self._close(ops, _CLOSE_SILENT)
+                hdr = parse_size(hdb)
+                size = parse_size(szb)
+                if hdr < 0 or size < 0 or hdr > size:
+                    return self._close(ops, _CLOSE_SILENT)
+                pend = (OP_HPUB, subject, reply, hdb, szb, hdr)
+            if size > self.max_payload >= 0:
+                return self._close(ops, _CLOSE_MAX_PAYLOAD)
+            start = eol + 1
+            end = start + size
+            if end + 2 <= len(data):
+                if not data.startswith(b"\r\n", end):
+                    return self._close(ops, _CLOSE_UNKNOWN)
+                ops.append((*pend, data[start:end]))
+                return end + 2
+            if not self._start_payload(data, start, size, pend):
+                return self._close(ops, _CLOSE_UNKNOWN)
+            return -1
+
+        if op == OP_SUB:
+            args = split_whitespace(line)
+            nargs = len(args)
+            if nargs == 2:
+                ops.append((OP_SUB, args[0], b"", args[1]))
+            elif nargs == 3:
+                ops.append((OP_SUB, args[0], args[1], args[2]))
+            else:
+                return self._close(ops, _CLOSE_SILENT)
+        elif op == OP_UNSUB:
+            args = split_whitespace(line)
+            nargs = len(args)
+            if nargs == 1:
+                ops.append((OP_UNSUB, args[0], 0))
+            elif nargs == 2:
+                ops.append((OP_UNSUB, args[0], max(parse_size(args[1]), 0)))
+            else:
+                return self._close(ops, _CLOSE_SILENT)
+        elif op == OP_CONNECT:
+            ops.append((OP_CONNECT, line))
+            self.expect_connect = False
+        elif op == OP_INFO:
+            ops.append((OP_INFO, line))
+        else:  # OP_ERR: the server closes the connection; nothing after it is parsed
+            ops.append((OP_ERR, line))
+            self._dead = True
+            return -1
+        return eol + 1
+
+    def _close(self, ops: list[Op], close: Op) -> int:
+        ops.append(close)
+        self._dead = True
+        self._tail = b""
+        self._pend = None
+        self._parts = []
+        return -1
