@@ -224,20 +224,28 @@ class ServerProcess:
 
 
 class ServerPool:
-    """Servers shared per (impl, config, flags): started on first use, stopped by close()."""
+    """Servers shared per (impl, config, flags): started on first use, stopped by close().
 
-    def __init__(self) -> None:
+    At most ``max_alive`` are kept running; starting another stops the least recently used
+    (tests that group cases by config then restart nothing)."""
+
+    def __init__(self, max_alive: int = 4) -> None:
+        self.max_alive = max_alive
+        # insertion order doubles as recency order (moved to the end on every get)
         self._servers: dict[tuple[str, str | None, tuple[str, ...]], ServerProcess] = {}
 
     def get(self, impl: str, config: str | None = None, flags: Sequence[str] = ()) -> ServerProcess:
         key = (impl, config, tuple(flags))
-        srv = self._servers.get(key)
+        srv = self._servers.pop(key, None)
         if srv is not None and not srv.running:
             srv.cleanup()  # it died (or a test stopped it): start a fresh one
             srv = None
         if srv is None:
+            while len(self._servers) >= self.max_alive:
+                oldest = next(iter(self._servers))
+                self._servers.pop(oldest).cleanup()
             srv = ServerProcess(impl, config, flags).start()
-            self._servers[key] = srv
+        self._servers[key] = srv
         return srv
 
     def __iter__(self) -> Iterator[ServerProcess]:
