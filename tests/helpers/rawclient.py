@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -82,15 +83,46 @@ class RawClient:
         return self
 
     # -- sending -------------------------------------------------------------------------------
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, timeout: float | None = None) -> bool:
         """Send all of ``data``; False if the server has already closed (the error is swallowed
-        so that a test can still read what the server sent before closing)."""
+        so that a test can still read what the server sent before closing).
+
+        While sending, whatever the server sends back is received into ``received``: a server
+        that stops reading while its writes to us are blocked would otherwise deadlock us."""
         assert self.sock is not None
+        view = memoryview(data)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        sock = self.sock
         try:
-            self.sock.sendall(data)
+            sock.setblocking(False)
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                rd, wr, _ = select.select([] if self.eof else [sock], [sock], [], remaining)
+                if rd:
+                    try:
+                        chunk = sock.recv(65536)
+                    except BlockingIOError:
+                        chunk = None
+                    except OSError:
+                        chunk = b""
+                    if chunk is not None:
+                        if chunk:
+                            self.received += chunk
+                        else:
+                            self.eof = True
+                if wr:
+                    try:
+                        view = view[sock.send(view[:262144]) :]
+                    except BlockingIOError:
+                        pass
             return True
         except OSError:
             return False
+        finally:
+            if self.sock is not None:
+                self.sock.setblocking(True)
 
     def send_bytewise(self, data: bytes, gap: float = 0.002) -> bool:
         """Send one byte per segment with a short gap, so the server sees the reads split at
@@ -228,9 +260,12 @@ class AsyncRawClient:
         return cls(reader, writer, timeout)
 
     async def send(self, data: bytes) -> bool:
+        """Queue ``data`` on the transport (not awaiting drain: a server that stops reading
+        while its writes to us are blocked would otherwise deadlock us); False if closed."""
+        if self.writer.is_closing():
+            return False
         try:
             self.writer.write(data)
-            await self.writer.drain()
             return True
         except (OSError, RuntimeError):
             return False

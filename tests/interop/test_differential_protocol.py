@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import bcrypt
 import pytest
 
 from tests.helpers.rawclient import RawClient
@@ -32,6 +33,8 @@ I = "INFO\r\n"  # noqa: E741  (an INFO line, normalized)
 OK = "+OK\r\n"
 PONG = "PONG\r\n"
 EOF = "<EOF>"
+BIG = bytes(range(256)) * 1171 + b"z" * 224  # 300000 bytes, every byte value
+assert len(BIG) == 300000
 UNKNOWN = "-ERR 'Unknown Protocol Operation'\r\n"
 
 CV = b'CONNECT {"verbose":false}\r\n'  # quiet, pedantic still on (the default)
@@ -67,6 +70,8 @@ OPS = [
     Case("err_from_client_closes_silently", [send(b"-ERR 'boom'\r\n"), eof()], I + EOF),
     Case("info_from_client_ignored", [send(b'INFO {"server_id":"x"}\r\n'), ping()], I + PONG),
     Case("info_from_client_bad_json", [send(b"INFO {nope\r\n"), eof()], I + EOF),
+    Case("empty_line", [send(b"\r\n"), eof()], I + UNKNOWN + EOF),
+    Case("leading_blank_before_op", [send(b" PING\r\n"), eof()], I + UNKNOWN + EOF),
     Case("connect_lower", [send(b'connect {"verbose":false}\r\nsub foo 1\r\n'), ping()], I + PONG),
     Case(
         "ops_case_insensitive",
@@ -105,6 +110,21 @@ FRAMING = [
         "empty_payload",
         [send(CV + b"SUB foo 1\r\nPUB foo 0\r\n\r\n"), ping()],
         I + "MSG foo 1 0\r\n\r\n" + PONG,
+    ),
+    Case(
+        "utf8_subject",
+        [send(CV + "SUB föö.ñ 1\r\nPUB föö.ñ 1\r\nx\r\n".encode()), ping()],
+        I + "MSG föö.ñ 1 1\r\nx\r\n".encode().decode("latin-1") + PONG,
+    ),
+    Case(
+        "large_payload_in_many_reads",
+        [send(CV + b"SUB big 1\r\nPUB big 300000\r\n" + BIG + b"\r\n"), ping(timeout=10)],
+        I + "MSG big 1 300000\r\n" + BIG.decode("latin-1") + "\r\n" + PONG,
+    ),
+    Case(
+        "extra_crlf_after_payload",
+        [send(b"PUB foo 1\r\nx\r\n\r\n"), eof()],
+        I + OK + UNKNOWN + EOF,
     ),
     Case(
         "payload_terminator_bare_lf",
@@ -345,6 +365,16 @@ PUB_SUB = [
         [send(CV + b"SUB foo 1\r\nUNSUB 1 abc\r\nPUB foo 1\r\na\r\n"), ping()],
         I + PONG,
     ),
+    Case(
+        "unsub_twice_ok",
+        [send(b"SUB foo 1\r\nUNSUB 1\r\nUNSUB 1\r\n"), ping()],
+        I + OK * 3 + PONG,
+    ),
+    Case(
+        "unsub_queue_subscription",
+        [send(CV + b"SUB foo g 1\r\nUNSUB 1\r\nPUB foo 1\r\na\r\nSUB foo g 2\r\nPUB foo 1\r\nb\r\n"), ping()],
+        I + "MSG foo 2 1\r\nb\r\n" + PONG,
+    ),
     Case("unsub_three_args_closes_silently", [send(b"UNSUB 1 2 3\r\n"), eof()], I + EOF),
     Case(
         "echo_false_own_subs_skipped",
@@ -406,6 +436,13 @@ CONNECT = [
     Case("connect_bad_json_closes_silently", [send(b"CONNECT {verbose:false}\r\n"), eof()], I + EOF),
     Case("connect_empty_closes_silently", [send(b"CONNECT\r\n"), eof()], I + EOF),
     Case("connect_wrong_type_closes_silently", [send(b'CONNECT {"verbose":"yes"}\r\n'), eof()], I + EOF),
+    Case("connect_trailing_garbage_closes", [send(b"CONNECT {} extra\r\n"), eof()], I + EOF),
+    Case("connect_array_closes", [send(b"CONNECT []\r\n"), eof()], I + EOF),
+    Case("connect_string_closes", [send(b'CONNECT "x"\r\n'), eof()], I + EOF),
+    Case("connect_number_for_bool_closes", [send(b'CONNECT {"verbose":1}\r\n'), eof()], I + EOF),
+    Case("connect_echo_wrong_type_closes", [send(b'CONNECT {"echo":"no"}\r\n'), eof()], I + EOF),
+    Case("connect_name_wrong_type_closes", [send(b'CONNECT {"name":5}\r\n'), eof()], I + EOF),
+    Case("connect_json_null_is_noop", [send(b"CONNECT null\r\n"), ping()], I + OK + PONG),
     Case("connect_protocol_string_closes_silently", [send(b'CONNECT {"protocol":"1"}\r\n'), eof()], I + EOF),
     Case(
         "connect_protocol_2",
@@ -707,6 +744,24 @@ authorization {
 TOKEN = 'authorization { token: "s3cret" }\n'
 AUTH_TIMEOUT = "authorization { user: u, password: p, timeout: 0.5 }\n"
 
+PW_HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()  # same text for both servers
+BCRYPT = f'authorization {{ users: [{{user: h, password: "{PW_HASH}"}}] }}\n'
+RESPONSES = """
+authorization { users: [
+  { user: svc, password: s, permissions: { subscribe: "req", allow_responses: true } }
+  { user: cli, password: c }
+] }
+"""
+NO_AUTH_USER = """
+authorization { users: [
+  { user: anon, password: x, permissions: { publish: "ok.>", subscribe: "ok.>" } }
+  { user: full, password: f }
+] }
+no_auth_user: anon
+"""
+SVC = b'CONNECT {"verbose":false,"user":"svc","pass":"s"}\r\n'
+CLI = b'CONNECT {"verbose":false,"user":"cli","pass":"c"}\r\n'
+
 ALICE = b'CONNECT {"verbose":false,"user":"alice","pass":"pa"}\r\n'
 BOB = b'CONNECT {"verbose":false,"user":"bob","pass":"pb"}\r\n'
 AUTHZ = "-ERR 'Authorization Violation'\r\n"
@@ -798,6 +853,83 @@ AUTH_CASES = [
         [send(BOB + b"SUB baz 1\r\nPUB baz 1\r\nz\r\n"), ping()],
         I + "MSG baz 1 1\r\nz\r\n" + PONG,
         config=USERS,
+    ),
+    Case(
+        "auth_then_protocol_check_order",
+        [send(b'CONNECT {"user":"bob","pass":"pb","protocol":2}\r\n'), eof()],
+        I + "-ERR 'invalid client protocol'\r\n" + EOF,
+        config=USERS,
+    ),
+    Case(
+        "auth_failure_before_protocol_check",
+        [send(b'CONNECT {"user":"bob","pass":"xx","protocol":2}\r\n'), eof()],
+        I + AUTHZ + EOF,
+        config=USERS,
+    ),
+    Case(
+        "bcrypt_password_ok",
+        [send(b'CONNECT {"user":"h","pass":"pw"}\r\n'), ping()],
+        I + OK + PONG,
+        config=BCRYPT,
+    ),
+    Case(
+        "bcrypt_hash_as_password_refused",
+        [send(b'CONNECT {"user":"h","pass":"' + PW_HASH.encode() + b'"}\r\n'), eof()],
+        I + AUTHZ + EOF,
+        config=BCRYPT,
+    ),
+    Case(
+        "allow_responses_once",
+        [
+            send(SVC + b"SUB req 1\r\n", "s"),
+            ping("s"),
+            send(CLI + b"SUB resp.1 5\r\nPUB req resp.1 1\r\nq\r\n", "c"),
+            ping("c"),
+            wait(b"q\r\n", "s"),
+            send(b"PUB resp.1 1\r\nA\r\nPUB resp.1 1\r\nB\r\nPUB other 1\r\nC\r\n", "s"),
+            ping("s"),
+            ping("c"),
+        ],
+        {
+            "s": I
+            + PONG
+            + "MSG req 1 resp.1 1\r\nq\r\n"
+            + "-ERR 'Permissions Violation for Publish to \"resp.1\"'\r\n"
+            + "-ERR 'Permissions Violation for Publish to \"other\"'\r\n"
+            + PONG,
+            "c": I + PONG + "MSG resp.1 5 1\r\nA\r\n" + PONG,
+        },
+        config=RESPONSES,
+    ),
+    Case(
+        "no_auth_user_ops_before_connect",
+        [send(b"SUB ok.x 1\r\nSUB no 2\r\nPUB ok.x 1\r\na\r\nPUB no 1\r\nb\r\n"), ping()],
+        I
+        + OK
+        + "-ERR 'Permissions Violation for Subscription to \"no\"'\r\n"
+        + OK
+        + "MSG ok.x 1 1\r\na\r\n"
+        + "-ERR 'Permissions Violation for Publish to \"no\"'\r\n"
+        + PONG,
+        config=NO_AUTH_USER,
+    ),
+    Case(
+        "no_auth_user_connect_without_credentials",
+        [send(b'CONNECT {"verbose":false}\r\nPUB no 0\r\n\r\n'), ping()],
+        I + "-ERR 'Permissions Violation for Publish to \"no\"'\r\n" + PONG,
+        config=NO_AUTH_USER,
+    ),
+    Case(
+        "no_auth_user_other_user",
+        [send(b'CONNECT {"verbose":false,"user":"full","pass":"f"}\r\nPUB no 0\r\n\r\n'), ping()],
+        I + PONG,
+        config=NO_AUTH_USER,
+    ),
+    Case(
+        "no_auth_user_bad_credentials",
+        [send(b'CONNECT {"user":"full","pass":"zz"}\r\n'), eof()],
+        I + AUTHZ + EOF,
+        config=NO_AUTH_USER,
     ),
     Case("token_ok", [send(b'CONNECT {"auth_token":"s3cret"}\r\n'), ping()], I + OK + PONG, config=TOKEN),
     Case("token_bad", [send(b'CONNECT {"auth_token":"nope"}\r\n'), eof()], I + AUTHZ + EOF, config=TOKEN),
