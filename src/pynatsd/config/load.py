@@ -1,0 +1,1373 @@
+"""Config file + command-line flags -> a validated ``ServerOptions``, the way nats-server does it.
+
+``load_options(config_file, flags)`` parses the file (``parser.py``), maps every key nats-server
+recognises (case-insensitively) onto the option dataclasses with nats-server's checks and error
+texts, applies the flags that were given on top (flags win, and are applied again on every
+reload), then runs the start-up validation (``validate=False`` skips it, as ``-t`` does).
+
+What pynatsd does not implement yet is handled in one of two ways:
+
+* features whose absence cannot weaken security (JetStream, gateways, leafnodes, websocket,
+  MQTT, ...) give a warning naming the key and saying it is ignored;
+* anything that decides who may connect or what they may do (accounts, nkey users, operator
+  and JWT mode, auth callout, proxies, OCSP peer checks, ...) is refused with a ConfigError:
+  silently ignoring it would let in clients the operator meant to keep out.
+
+Errors are ``ConfigError(message, file, line)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass, replace
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from pynatsd.config.options import (
+    DEFAULT_HOST,
+    DEFAULT_LAME_DUCK_DURATION,
+    DEFAULT_LAME_DUCK_GRACE_PERIOD,
+    DEFAULT_MAX_CLOSED_CLIENTS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONTROL_LINE,
+    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_PENDING,
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_MAX,
+    DEFAULT_PORT,
+    DEFAULT_TLS_TIMEOUT,
+    DEFAULT_WRITE_DEADLINE,
+    AuthOptions,
+    ClusterOptions,
+    Permissions,
+    ResponsePermission,
+    ServerOptions,
+    Source,
+    SubjectPermission,
+    TLSOptions,
+    User,
+)
+from pynatsd.config.parser import ConfList, ConfMap, Pos, config_digest, parse_file
+from pynatsd.errors import ConfigError
+
+__all__ = ["FlagValues", "load_options", "parse_duration", "format_duration"]
+
+NOT_SUPPORTED = "not supported by pynatsd yet, ignored"
+DEFAULT_ALLOW_RESPONSES_EXPIRES = 120.0
+DEFAULT_HANDSHAKE_FIRST_FALLBACK = 0.05  # nats-server's "auto" fallback delay
+ROUTE_MAX_PING_INTERVAL = 30.0
+MAX_PAYLOAD_WARN = 8 * 1024 * 1024
+CONNECTION_TYPES = frozenset(
+    ("STANDARD", "WEBSOCKET", "LEAFNODE", "LEAFNODE_WS", "MQTT", "MQTT_WS", "IN_PROCESS")
+)
+_HEX64 = re.compile(r"^[a-f0-9]{64}$")
+_PORT = re.compile(r"^[+-]?[0-9]+$")
+
+
+@dataclass
+class FlagValues:
+    """Command-line flags that were given; ``None`` means "not on the command line".
+
+    ``debug``/``trace``/``trace_verbose`` are the final values after ``-D``, ``-V``, ``-DV``,
+    ``-VV`` and ``-DVV`` were combined (the CLI does that, in nats-server's order).
+    """
+
+    host: str | None = None
+    port: int | None = None
+    server_name: str | None = None
+    pid_file: str | None = None
+    http_port: int | None = None
+    https_port: int | None = None
+    client_advertise: str | None = None
+    ports_file_dir: str | None = None
+    log_file: str | None = None
+    logtime: bool | None = None
+    logtime_utc: bool | None = None
+    syslog: bool | None = None
+    remote_syslog: str | None = None
+    debug: bool | None = None
+    trace: bool | None = None
+    trace_verbose: bool | None = None
+    log_size_limit: int | None = None
+    max_traced_msg_len: int | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    tls: bool | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca_cert: str | None = None
+    tls_verify: bool | None = None
+    routes: str | None = None
+    cluster_listen: str | None = None
+    cluster_name: str | None = None
+    cluster_advertise: str | None = None
+    no_advertise: bool | None = None
+    connect_retries: int | None = None
+    # accepted like nats-server but not implemented: a warning each
+    jetstream: bool | None = None
+    store_dir: str | None = None
+    profile: int | None = None
+
+
+# ---- Go durations ---------------------------------------------------------------------------
+
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,  # micro sign
+    "\u03bcs": 1_000,  # Greek mu
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+
+
+def _go_quote(s: str) -> str:
+    out = ['"']
+    for ch in s:
+        if ch in ('"', "\\"):
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _parse_duration_ns(s: str) -> int:
+    orig = s
+    invalid = ValueError(f"time: invalid duration {_go_quote(orig)}")
+    neg = False
+    if s and s[0] in "+-":
+        neg = s[0] == "-"
+        s = s[1:]
+    if s == "0":
+        return 0
+    if not s:
+        raise invalid
+    total = 0
+    while s:
+        i = 0
+        while i < len(s) and "0" <= s[i] <= "9":
+            i += 1
+        whole, s = s[:i], s[i:]
+        frac = ""
+        if s.startswith("."):
+            s = s[1:]
+            j = 0
+            while j < len(s) and "0" <= s[j] <= "9":
+                j += 1
+            frac, s = s[:j], s[j:]
+        if not whole and not frac:
+            raise invalid
+        k = 0
+        while k < len(s) and s[k] != "." and not ("0" <= s[k] <= "9"):
+            k += 1
+        if k == 0:
+            raise ValueError(f"time: missing unit in duration {_go_quote(orig)}")
+        unit, s = s[:k], s[k:]
+        if unit not in _UNIT_NS:
+            raise ValueError(f"time: unknown unit {_go_quote(unit)} in duration {_go_quote(orig)}")
+        scale = _UNIT_NS[unit]
+        total += int(whole or "0") * scale
+        if frac:
+            total += int(frac) * scale // 10 ** len(frac)
+        if total > 2**63 - 1:
+            raise invalid
+    return -total if neg else total
+
+
+def parse_duration(s: str) -> float:
+    """Go's ``time.ParseDuration`` ("1h30m", "0.5s", "100ms") -> seconds. Raises ValueError with
+    Go's message."""
+    return _parse_duration_ns(s) / 1e9
+
+
+def _frac(v: int, prec: int) -> str:
+    whole, rest = divmod(v, 10**prec)
+    if not rest:
+        return str(whole)
+    return f"{whole}." + str(rest).rjust(prec, "0").rstrip("0")
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as Go's ``time.Duration.String()`` writes them ("2m0s", "10s", "500ms")."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    u = abs(ns)
+    if u < 1_000:
+        return f"{sign}{u}ns"
+    if u < 1_000_000:
+        return f"{sign}{_frac(u, 3)}\u00b5s"
+    if u < 1_000_000_000:
+        return f"{sign}{_frac(u, 6)}ms"
+    minutes, rest = divmod(u, 60_000_000_000)
+    text = _frac(rest, 9) + "s"
+    if minutes:
+        hours, minutes = divmod(minutes, 60)
+        text = (f"{hours}h" if hours else "") + f"{minutes}m" + text
+    return sign + text
+
+
+# ---- small helpers ----------------------------------------------------------------------------
+
+
+def _tname(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer"
+    if isinstance(v, float):
+        return "a float"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, dict):
+        return "a map"
+    if isinstance(v, list):
+        return "an array"
+    return "a datetime"
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return f" ({_go_quote(v)})"
+    if isinstance(v, bool):
+        return f" ({'true' if v else 'false'})"
+    if isinstance(v, (int, float)):
+        return f" ({v})"
+    return ""
+
+
+def _go_float_v(v: float) -> str:
+    """A number as Go's %v prints it."""
+    return str(int(v)) if float(v).is_integer() else repr(v)
+
+
+def _valid_subject(s: str) -> bool:
+    """nats-server's IsValidSubject: non-empty tokens, ">" only last, no whitespace."""
+    if not s:
+        return False
+    tokens = s.split(".")
+    for n, t in enumerate(tokens):
+        if not t:
+            return False
+        if any(c in t for c in " \t\n\r\f"):
+            return False
+        if t == ">" and n != len(tokens) - 1:
+            return False
+    return True
+
+
+def split_host_port(hp: str) -> tuple[str, str]:
+    """Go's net.SplitHostPort. Raises ValueError."""
+    i = hp.rfind(":")
+    if i < 0:
+        raise ValueError("missing port in address")
+    if hp.startswith("["):
+        end = hp.find("]")
+        if end < 0:
+            raise ValueError("missing ']' in address")
+        if end + 1 == len(hp):
+            raise ValueError("missing port in address")
+        if end + 1 != i:
+            raise ValueError(
+                "too many colons in address" if hp[end + 1] == ":" else "missing port in address"
+            )
+        host = hp[1:end]
+        if "[" in hp[1:] or "]" in hp[end + 1 :]:
+            raise ValueError("unexpected bracket in address")
+    else:
+        host = hp[:i]
+        if ":" in host:
+            raise ValueError("too many colons in address")
+        if "[" in hp or "]" in hp:
+            raise ValueError("unexpected bracket in address")
+    return host, hp[i + 1 :]
+
+
+def parse_listen(v: Any) -> tuple[str, int]:
+    """nats-server's ``listen`` forms: a port, "host:port" or ":port". Raises ValueError."""
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        go_type = {bool: "bool", float: "float64"}.get(type(v), "map[string]interface {}")
+        if isinstance(v, list):
+            go_type = "[]interface {}"
+        raise ValueError(f"expected port or host:port, got {go_type}")
+    if isinstance(v, int):
+        return "", v
+    try:
+        host, port = split_host_port(v)
+    except ValueError:
+        raise ValueError(f"could not parse address string {_go_quote(v)}") from None
+    if not _PORT.match(port):
+        raise ValueError(f"could not parse port {_go_quote(port)}")
+    return host, int(port)
+
+
+def _spki_sha256_of_pem_file(path: str) -> list[str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    with open(path, "rb") as f:
+        data = f.read()
+    certs = x509.load_pem_x509_certificates(data)
+    return [
+        hashlib.sha256(
+            c.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        ).hexdigest()
+        for c in certs
+    ]
+
+
+# ---- the loader -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Auth:
+    """The parts of an authorization block (top level or cluster)."""
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    timeout: float | None = None
+    users: list[User] | None = None  # None: no "users" key at all
+    default_permissions: Permissions | None = None
+
+
+class _Loader:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.warnings: list[str] = []
+        self.config_warnings: list[str] = []  # nats-server's own warnings (they fail -t)
+        self.kw: dict[str, Any] = {}
+        self.auth = AuthOptions()
+        self.auth_block = False
+
+    # -- reporting
+
+    def err(self, message: str, pos: Pos | None) -> NoReturn:
+        if pos is None:
+            raise ConfigError(message, self.file)
+        raise ConfigError(message, pos.file, pos.line)
+
+    def warn(self, message: str, pos: Pos | None) -> None:
+        self.warnings.append(f"{pos}: {message}" if pos else f"{self.file}: {message}")
+
+    def nats_warn(self, message: str, pos: Pos | None, field: str | None = None) -> None:
+        """A warning nats-server gives too (in its wording); ``-t`` fails on these."""
+        text = f'invalid use of field "{field}": {message}' if field else message
+        line = f"{pos}: {text}" if pos else f"{self.file}: {text}"
+        self.warnings.append(line)
+        self.config_warnings.append(line)
+
+    def unsupported(self, key: str, pos: Pos | None, what: str = "") -> None:
+        self.warn(f'"{key}"{" " + what if what else ""}: {NOT_SUPPORTED}', pos)
+
+    def refuse(self, key: str, pos: Pos | None, what: str) -> NoReturn:
+        self.err(
+            f'"{key}": {what} is not supported by pynatsd yet; refusing to start rather than '
+            "ignore a security setting (remove it, or use nats-server)",
+            pos,
+        )
+
+    def unknown(self, m: ConfMap, k: str, message: str | None = None) -> None:
+        if k not in m.used:
+            self.err(message or f'unknown field "{k}"', m.pos.get(k))
+
+    # -- typed access
+
+    def want(self, v: Any, types: tuple[type, ...], what: str, key: str, pos: Pos | None) -> Any:
+        if isinstance(v, bool) and bool not in types:
+            self.err(f'"{key}": expected {what}, got {_tname(v)}{_show(v)}', pos)
+        if not isinstance(v, types):
+            self.err(f'"{key}": expected {what}, got {_tname(v)}{_show(v)}', pos)
+        return v
+
+    def int_(self, v: Any, key: str, pos: Pos | None) -> int:
+        return int(self.want(v, (int,), "an integer", key, pos))
+
+    def str_(self, v: Any, key: str, pos: Pos | None) -> str:
+        return str(self.want(v, (str,), "a string", key, pos))
+
+    def bool_(self, v: Any, key: str, pos: Pos | None) -> bool:
+        return bool(self.want(v, (bool,), "a boolean (true/false)", key, pos))
+
+    def map_(self, v: Any, key: str, pos: Pos | None) -> ConfMap:
+        if not isinstance(v, ConfMap):
+            self.err(f'"{key}": expected a map ({{ ... }}), got {_tname(v)}{_show(v)}', pos)
+        return v
+
+    def duration(self, v: Any, key: str, pos: Pos | None) -> float:
+        """A duration string, or (old style, with nats-server's warning) integer seconds."""
+        if isinstance(v, str):
+            try:
+                return parse_duration(v)
+            except ValueError as e:
+                self.err(f"error parsing {key}: {e}", pos)
+        seconds = self.int_(v, key, pos)
+        self.nats_warn(f"{key} should be converted to a duration", pos, field=key)
+        return float(seconds)
+
+    def strict_duration(self, v: Any, key: str, pos: Pos | None) -> float:
+        s = self.want(v, (str,), 'a duration string such as "2m"', key, pos)
+        try:
+            return parse_duration(s)
+        except ValueError as e:
+            self.err(f"error parsing {key}: {e}", pos)
+
+    def seconds(self, v: Any, key: str, pos: Pos | None, prefix: str) -> float:
+        """A timeout given as a number of seconds or a duration string."""
+        if isinstance(v, bool):
+            self.err(f"{prefix}'{key}' wrong type", pos)
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                return parse_duration(v)
+            except ValueError as e:
+                self.err(f"{prefix}'{key}' {e}", pos)
+        self.err(f"{prefix}'{key}' wrong type", pos)
+
+    def string_list(self, v: Any, key: str, pos: Pos | None) -> list[str]:
+        if isinstance(v, str):
+            return [v]
+        if isinstance(v, ConfList):
+            out = []
+            for item, ipos in zip(v, v.pos, strict=True):
+                if not isinstance(item, str):
+                    self.err(f"error parsing {key}: unsupported type in array: {_tname(item)}", ipos)
+                out.append(item)
+            return out
+        self.err(f"error parsing {key}: expected a string or an array of strings, got {_tname(v)}", pos)
+
+    # -- the top level
+
+    def load(self, conf: ConfMap) -> None:
+        if not conf:
+            line = f"{self.file}: config has no values or is empty"
+            self.warnings.append(line)
+            self.config_warnings.append(line)
+        for k, v in conf.items():
+            self.top_key(conf, k, v, conf.pos[k])
+
+    def top_key(self, m: ConfMap, k: str, v: Any, pos: Pos) -> None:
+        kw = self.kw
+        lk = k.lower()
+        if lk == "listen":
+            try:
+                host, port = parse_listen(v)
+            except ValueError as e:
+                self.err(str(e), pos)
+            kw["host"] = host
+            kw["port"] = port
+        elif lk == "port":
+            kw["port"] = self.int_(v, k, pos)
+        elif lk in ("host", "net"):
+            kw["host"] = self.str_(v, k, pos)
+        elif lk == "client_advertise":
+            kw["client_advertise"] = self.str_(v, k, pos)
+        elif lk == "server_name":
+            name = self.str_(v, k, pos)
+            if " " in name:
+                self.err("server name cannot contain spaces", pos)
+            kw["server_name"] = name
+        elif lk in (
+            "debug",
+            "trace",
+            "logtime",
+            "logtime_utc",
+            "syslog",
+            "allow_non_tls",
+            "no_header_support",
+        ):
+            kw[lk] = self.bool_(v, k, pos)
+        elif lk == "trace_verbose":
+            kw["trace_verbose"] = kw["trace"] = self.bool_(v, k, pos)
+        elif lk == "trace_headers":
+            kw["trace"] = self.bool_(v, k, pos)
+            if kw["trace"]:
+                self.warn(f'"{k}": tracing only headers is {NOT_SUPPORTED} (full tracing is on)', pos)
+        elif lk == "fips":  # beyond nats-server: restrict TLS to FIPS-approved algorithms
+            kw["fips"] = self.bool_(v, k, pos)
+        elif lk in ("log_file", "logfile"):
+            kw["log_file"] = self.str_(v, k, pos)
+        elif lk in ("log_size_limit", "logfile_size_limit"):
+            kw["log_size_limit"] = self.int_(v, k, pos)
+        elif lk in ("log_max_num", "logfile_max_num"):
+            self.int_(v, k, pos)
+            self.unsupported(k, pos)
+        elif lk == "remote_syslog":
+            kw["remote_syslog"] = self.str_(v, k, pos)
+        elif lk in ("pid_file", "pidfile"):
+            kw["pid_file"] = self.str_(v, k, pos)
+        elif lk == "ports_file_dir":
+            kw["ports_file_dir"] = self.str_(v, k, pos)
+        elif lk == "max_traced_msg_len":
+            kw["max_traced_msg_len"] = self.int_(v, k, pos)
+        elif lk in ("max_control_line", "max_payload"):
+            n = self.int_(v, k, pos)
+            if n > 2**31 - 1:
+                self.err(f"{k} value is too big", pos)
+            kw[lk] = n
+        elif lk == "max_pending":
+            kw["max_pending"] = self.int_(v, k, pos)
+        elif lk in ("max_connections", "max_conn"):
+            n = self.int_(v, k, pos)
+            kw["max_connections"] = -1 if n == 0 else n  # an explicit 0 refuses every client
+        elif lk in ("max_subscriptions", "max_subs"):
+            kw["max_subscriptions"] = self.int_(v, k, pos)
+        elif lk in ("max_sub_tokens", "max_subscription_tokens"):
+            n = self.int_(v, k, pos)
+            if n > 255:
+                self.err(f"{k} value is too big", pos)
+            if n <= 0:
+                self.err(f"{k} value can not be negative", pos)
+            kw["max_sub_tokens"] = n
+        elif lk == "ping_interval":
+            kw["ping_interval"] = self.duration(v, "ping_interval", pos)
+        elif lk == "ping_max":
+            kw["ping_max"] = self.int_(v, k, pos)
+        elif lk == "write_deadline":
+            kw["write_deadline"] = self.duration(v, "write_deadline", pos)
+        elif lk == "write_timeout":
+            self.write_timeout(v, k, pos)
+        elif lk == "lame_duck_duration":
+            d = self.strict_duration(v, "lame_duck_duration", pos)
+            if d < 30:
+                self.err(f"invalid lame_duck_duration of {format_duration(d)}, minimum is 30 seconds", pos)
+            kw["lame_duck_duration"] = d
+        elif lk == "lame_duck_grace_period":
+            d = self.strict_duration(v, "lame_duck_grace_period", pos)
+            if d < 0:
+                self.err("invalid lame_duck_grace_period, needs to be positive", pos)
+            kw["lame_duck_grace_period"] = d
+        elif lk == "max_closed_clients":
+            kw["max_closed_clients"] = self.int_(v, k, pos)
+        elif lk == "tls_expiry_warn_days":  # beyond nats-server (see ServerOptions)
+            kw["tls_expiry_warn_days"] = self.int_(v, k, pos)
+        elif lk == "authorization":
+            self.top_authorization(v, k, pos)
+        elif lk == "no_auth_user":
+            self.auth = replace(self.auth, no_auth_user=self.str_(v, k, pos))
+        elif lk == "tls":
+            tls = self.tls(v, k, pos, client_ctx=True)
+            kw["tls"] = tls
+        elif lk == "http":
+            try:
+                host, port = parse_listen(v)
+            except ValueError as e:
+                self.err(str(e), pos)
+            kw["http_host"] = host
+            kw["http_port"] = port
+        elif lk == "https":
+            try:
+                host, port = parse_listen(v)
+            except ValueError as e:
+                self.err(str(e), pos)
+            kw["http_host"] = host
+            kw["https_port"] = port
+        elif lk in ("http_port", "monitor_port"):
+            kw["http_port"] = self.int_(v, k, pos)
+        elif lk == "https_port":
+            kw["https_port"] = self.int_(v, k, pos)
+        elif lk == "http_base_path":
+            kw["http_base_path"] = self.str_(v, k, pos)
+        elif lk == "cluster":
+            kw["cluster"] = self.cluster(v, k, pos)
+        elif lk in ("no_system_account", "no_system", "no_sys_acc"):
+            self.bool_(v, k, pos)  # pynatsd has no system account: nothing to turn off
+        elif lk in ("system_account", "system"):
+            self.str_(v, k, pos)
+            self.unsupported(k, pos, "(the system account)")
+        elif lk == "accounts":
+            self.refuse(k, pos, "multi-tenant accounts")
+        elif lk in ("operator", "operators", "roots", "root", "root_operators", "root_operator"):
+            self.refuse(k, pos, "operator (JWT) mode")
+        elif lk in ("trusted", "trusted_keys"):
+            self.refuse(k, pos, "trusted operator keys (JWT mode)")
+        elif lk in ("resolver", "account_resolver", "accounts_resolver", "resolver_tls", "resolver_preload"):
+            self.refuse(k, pos, "the account resolver (JWT mode)")
+        elif lk == "resolver_pinned_accounts":
+            self.refuse(k, pos, "the account resolver (JWT mode)")
+        elif lk == "default_sentinel":
+            self.refuse(k, pos, "the default sentinel JWT (auth callout)")
+        elif lk == "proxies":
+            self.refuse(k, pos, "trusted proxies")
+        elif lk in ("gateway", "websocket", "ws", "mqtt", "jetstream", "default_js_domain"):
+            self.unsupported(k, pos)
+        elif lk in ("leafnodes", "leaf"):
+            self.unsupported(k, pos)
+        elif lk in ("store_dir", "storedir"):
+            self.str_(v, k, pos)
+            self.unsupported(k, pos, "(JetStream)")
+        elif lk in ("mappings", "maps"):
+            self.unsupported(k, pos, "(subject mappings)")
+        elif lk in ("ocsp", "ocsp_cache"):
+            self.unsupported(k, pos, "(OCSP stapling)")
+        elif lk in ("disable_sublist_cache", "no_sublist_cache", "no_fast_producer_stall", "proxy_protocol"):
+            if self.bool_(v, k, pos):
+                self.unsupported(k, pos)
+        elif lk in ("prof_port", "prof_block_rate", "connect_error_reports", "reconnect_error_reports"):
+            self.int_(v, k, pos)
+            self.unsupported(k, pos)
+        elif lk == "server_tags":
+            self.string_list(v, "tags", pos)
+            self.unsupported(k, pos)
+        elif lk == "server_metadata":
+            meta = self.map_(v, k, pos)
+            for mk, mv in meta.items():
+                self.str_(mv, mk, meta.pos[mk])
+            self.unsupported(k, pos)
+        elif lk == "feature_flags":
+            flags = self.map_(v, k, pos)
+            for fk, fv in flags.items():
+                if not isinstance(fv, bool):
+                    self.err(
+                        f'error parsing feature flag "{fk}": expected bool, got {_tname(fv)}', flags.pos[fk]
+                    )
+            self.unsupported(k, pos)
+        else:
+            self.unknown(m, k)
+
+    def write_timeout(self, v: Any, k: str, pos: Pos) -> None:
+        policy = self.str_(v, k, pos)
+        if policy not in ("default", "close", "retry"):
+            self.err("write_timeout must be 'default', 'close' or 'retry'", pos)
+        if policy == "retry":
+            self.unsupported(k, pos, "(retry policy)")
+
+    # -- authorization
+
+    def top_authorization(self, v: Any, k: str, pos: Pos) -> None:
+        a = self.authorization(v, k, pos)
+        if (a.user or a.password) and a.token:
+            self.err("Cannot have a user/pass and token", pos)
+        if a.users is not None:
+            if a.user:
+                self.err("Can not have a single user/pass and a users array", pos)
+            if a.token:
+                self.err("Can not have a token and a users array", pos)
+        self.auth_block = True
+        self.auth = replace(
+            self.auth,
+            user=a.user,
+            password=a.password,
+            token=a.token,
+            timeout=a.timeout,
+            users=tuple(a.users or ()),
+            default_permissions=a.default_permissions,
+        )
+        self.kw["_users_defined"] = bool(a.users)
+
+    def authorization(self, v: Any, key: str, pos: Pos) -> _Auth:
+        am = self.map_(v, key, pos)
+        a = _Auth()
+        for k, mv in am.items():
+            kpos = am.pos[k]
+            lk = k.lower()
+            if lk in ("user", "username"):
+                a.user = self.str_(mv, k, kpos)
+            elif lk in ("pass", "password"):
+                a.password = self.str_(mv, k, kpos)
+            elif lk == "token":
+                a.token = self.str_(mv, k, kpos)
+            elif lk == "timeout":
+                t = self.seconds(mv, "timeout", kpos, "error parsing authorization config, ")
+                if t > 60:
+                    shown = mv if isinstance(mv, str) else _go_float_v(mv)
+                    self.nats_warn(
+                        f"timeout of {shown} ({t:f} seconds) is high, consider keeping it under 60 "
+                        "seconds. possibly caused by unquoted duration; use '1m' instead of 1m, "
+                        "for example",
+                        kpos,
+                        field=k,
+                    )
+                a.timeout = t or None
+            elif lk == "users":
+                a.users = self.users(mv, k, kpos)
+            elif lk in ("default_permission", "default_permissions", "permissions"):
+                a.default_permissions = self.permissions(mv, k, kpos)
+            elif lk in ("auth_callout", "auth_hook"):
+                self.refuse(k, kpos, "authorization callout")
+            elif lk == "proxy_required":
+                if self.bool_(mv, k, kpos):
+                    self.refuse(k, kpos, "proxy_required (trusted proxies)")
+            else:
+                self.unknown(am, k)
+        if a.users and a.default_permissions is not None:
+            a.users = [u if u.permissions else replace(u, permissions=a.default_permissions) for u in a.users]
+        return a
+
+    def users(self, v: Any, key: str, pos: Pos) -> list[User]:
+        if not isinstance(v, ConfList):
+            self.err(f"Expected users field to be an array, got {_tname(v)}", pos)
+        users: list[User] = []
+        for entry, epos in zip(v, v.pos, strict=True):
+            if not isinstance(entry, ConfMap):
+                self.err(f"Expected user entry to be a map/struct, got {_tname(entry)}{_show(entry)}", epos)
+            username: str | None = None
+            password: str | None = None
+            perms: Permissions | None = None
+            conn_types: tuple[str, ...] = ()
+            for k, uv in entry.items():
+                kpos = entry.pos[k]
+                lk = k.lower()
+                if lk in ("user", "username"):
+                    username = self.str_(uv, k, kpos)
+                elif lk in ("pass", "password"):
+                    password = self.str_(uv, k, kpos)
+                elif lk in ("permission", "permissions", "authorization"):
+                    perms = self.permissions(uv, k, kpos)
+                elif lk in ("allowed_connection_types", "connection_types", "clients"):
+                    names = [n.upper() for n in self.string_list(uv, "allowed connection types", kpos)]
+                    bad = [n for n in names if n not in CONNECTION_TYPES]
+                    if bad:
+                        self.err(
+                            "invalid connection types [" + " ".join(_go_quote(b) for b in bad) + "]", kpos
+                        )
+                    conn_types = tuple(dict.fromkeys(names))
+                elif lk == "nkey":
+                    self.refuse(k, kpos, "NKEY users")
+                elif lk == "proxy_required":
+                    if self.bool_(uv, k, kpos):
+                        self.refuse(k, kpos, "proxy_required (trusted proxies)")
+                else:
+                    self.unknown(entry, k)
+            if not username:
+                self.err("User entry requires a user", epos)
+            users.append(
+                User(
+                    username=username,
+                    password=password,
+                    permissions=perms,
+                    allowed_connection_types=conn_types,
+                )
+            )
+        seen: set[str] = set()
+        for u, upos in zip(users, v.pos, strict=True):
+            if u.username in seen:
+                self.err(f'Duplicate user "{u.username}" detected', upos)
+            seen.add(u.username)
+        return users
+
+    def permissions(self, v: Any, key: str, pos: Pos) -> Permissions:
+        if not isinstance(v, ConfMap):
+            self.err(f"Expected permissions to be a map/struct, got {_tname(v)}{_show(v)}", pos)
+        publish: SubjectPermission | None = None
+        subscribe: SubjectPermission | None = None
+        responses: ResponsePermission | None = None
+        for k, pv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk in ("pub", "publish", "import"):
+                publish = self.subject_permission(pv, kpos, allow_queue=False)
+            elif lk in ("sub", "subscribe", "export"):
+                subscribe = self.subject_permission(pv, kpos, allow_queue=True)
+            elif lk in ("publish_allow_responses", "allow_responses"):
+                responses = self.allow_responses(pv, kpos)
+            else:
+                self.unknown(v, k, f'Unknown field "{k}" parsing permissions')
+        if responses is not None:
+            # Only replies (and any explicit allow entries) may be published.
+            if publish is None:
+                publish = SubjectPermission(allow=())
+            elif publish.allow is None:
+                publish = replace(publish, allow=())
+        return Permissions(publish=publish, subscribe=subscribe, allow_responses=responses)
+
+    def subject_permission(self, v: Any, pos: Pos, allow_queue: bool) -> SubjectPermission | None:
+        if isinstance(v, ConfMap):
+            if not v:
+                return None
+            allow: tuple[str, ...] | None = None
+            deny: tuple[str, ...] = ()
+            for k, sv in v.items():
+                kpos = v.pos[k]
+                if k.lower() == "allow":
+                    allow = self.perm_subjects(sv, kpos, allow_queue)
+                elif k.lower() == "deny":
+                    deny = self.perm_subjects(sv, kpos, allow_queue)
+                else:
+                    self.unknown(
+                        v,
+                        k,
+                        f"Unknown field name \"{k}\" parsing subject permissions, only 'allow' or "
+                        "'deny' are permitted",
+                    )
+            return SubjectPermission(allow=allow, deny=deny)
+        return SubjectPermission(allow=self.perm_subjects(v, pos, allow_queue))
+
+    def perm_subjects(self, v: Any, pos: Pos, allow_queue: bool) -> tuple[str, ...]:
+        items: list[tuple[str, Pos]]
+        if isinstance(v, str):
+            items = [(v, pos)]
+        elif isinstance(v, ConfList):
+            items = []
+            for s, spos in zip(v, v.pos, strict=True):
+                if not isinstance(s, str):
+                    self.err("Subject in permissions array cannot be cast to string", spos)
+                items.append((s, spos))
+        else:
+            self.err(
+                f"Expected subject permissions to be a subject, or array of subjects, got {_tname(v)}",
+                pos,
+            )
+        for s, spos in items:
+            if _valid_subject(s):
+                continue
+            if not allow_queue:
+                self.err(f"subject {_go_quote(s)} is not a valid subject", spos)
+            fields = s.split()
+            if len(fields) != 2:
+                self.err(f"subject {_go_quote(s)} is not a valid subject", spos)
+            if not _valid_subject(fields[0]):
+                self.err(f"subject {_go_quote(fields[0])} is not a valid subject", spos)
+            if not _valid_subject(fields[1]):
+                self.err(f"queue {_go_quote(fields[1])} is not a valid queue", spos)
+        return tuple(s for s, _ in items)
+
+    def allow_responses(self, v: Any, pos: Pos) -> ResponsePermission | None:
+        if isinstance(v, bool):
+            return ResponsePermission() if v else None
+        if not isinstance(v, ConfMap):
+            self.err("error parsing response permissions, expected a boolean or a map", pos)
+        max_msgs = 1
+        expires = DEFAULT_ALLOW_RESPONSES_EXPIRES
+        for k, rv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk in ("max", "max_msgs", "max_messages", "max_responses"):
+                n = self.int_(rv, k, kpos)
+                if n != 0:  # 0: the default; negative: no limit
+                    max_msgs = n
+            elif lk in ("expires", "expiration", "ttl"):
+                if not isinstance(rv, str):
+                    self.err("error parsing expires, not a duration string", kpos)
+                try:
+                    d = parse_duration(rv)
+                except ValueError as e:
+                    self.err(f"error parsing expires: {e}", kpos)
+                if d != 0:
+                    expires = d
+            else:
+                self.unknown(v, k, f'Unknown field "{k}" parsing permissions')
+        return ResponsePermission(max_msgs=max_msgs, expires=expires)
+
+    # -- tls
+
+    def tls(self, v: Any, key: str, pos: Pos, client_ctx: bool) -> TLSOptions:
+        tm = self.map_(v, key, pos)
+        pre = "error parsing tls config, "
+        o: dict[str, Any] = {"source": Source(pos.file, pos.line)}
+        verify: bool | None = None
+        verify_and_map = False
+        for k, tv in tm.items():
+            kpos = tm.pos[k]
+            lk = k.lower()
+            if lk in ("cert_file", "key_file", "ca_file"):
+                if not isinstance(tv, str):
+                    self.err(f"{pre}expected '{lk}' to be filename", kpos)
+                o[lk] = tv
+            elif lk == "key_password_file":  # beyond nats-server
+                o[lk] = self.str_(tv, k, kpos)
+            elif lk in ("insecure", "verify", "allow_insecure_cipher_suites", "watch"):
+                if not isinstance(tv, bool):
+                    self.err(f"{pre}expected '{lk}' to be a boolean", kpos)
+                if lk == "verify":
+                    verify = tv
+                else:
+                    o[lk] = tv
+            elif lk in ("verify_and_map", "map_and_verify"):
+                if not isinstance(tv, bool):
+                    self.err(f"{pre}expected '{lk}' to be a boolean", kpos)
+                if lk == "map_and_verify":
+                    self.warn(
+                        f'"{k}" is pynatsd\'s alias of "verify_and_map" (nats-server only knows '
+                        "verify_and_map)",
+                        kpos,
+                    )
+                verify_and_map = tv
+            elif lk == "verify_cert_and_check_known_urls":
+                if not isinstance(tv, bool):
+                    self.err(f"{pre}expected '{lk}' to be a boolean", kpos)
+                if tv and client_ctx:
+                    self.err("verify_cert_and_check_known_urls not supported in this context", kpos)
+                o[lk] = tv
+            elif lk in ("cipher_suites", "curve_preferences"):
+                if not isinstance(tv, ConfList):
+                    self.err(f"{pre}'{lk}' must be an array of names", kpos)
+                if not tv:
+                    self.err(f"{pre}'{lk}' cannot be empty", kpos)
+                o[lk] = tuple(self.string_list(tv, lk, kpos))
+            elif lk == "min_version":
+                if not isinstance(tv, str) or isinstance(tv, bool):
+                    shown = _go_float_v(tv) if isinstance(tv, (int, float)) else tv
+                    self.err(f"error parsing tls config: 'min_version' wrong type: {shown}", kpos)
+                if tv in ("1.0", "1.1"):
+                    self.err(f"error parsing tls config: unsupported TLS version: TLS {tv}", kpos)
+                if tv not in ("1.2", "1.3"):
+                    self.err(f"error parsing tls config: unknown version: {tv}", kpos)
+                o["min_version"] = tv
+            elif lk == "timeout":
+                o["timeout"] = self.seconds(tv, "timeout", kpos, pre) or DEFAULT_TLS_TIMEOUT
+            elif lk == "connection_rate_limit":
+                if isinstance(tv, bool) or not isinstance(tv, int):
+                    self.err(f"{pre}'connection_rate_limit' wrong type", kpos)
+                o["connection_rate_limit"] = tv
+            elif lk == "pinned_certs":
+                o["pinned_certs"] = self.pinned_certs(tv, kpos, pre)
+            elif lk in ("handshake_first", "first", "immediate"):
+                o["handshake_first"] = self.handshake_first(tv, k, kpos)
+            elif lk in ("certs", "certificates"):
+                o["certificates"] = self.cert_pairs(tv, kpos)
+            elif lk == "cert_store":
+                if not isinstance(tv, str) or not tv:
+                    self.err("expected 'cert_store' to be a valid non-empty string", kpos)
+                if sys.platform != "win32":
+                    self.err("cert_store not compatible with current operating system", kpos)
+                self.err("the Windows certificate store is not supported by pynatsd", kpos)
+            elif lk in ("cert_match_by", "cert_match", "ca_certs_match", "cert_match_skip_invalid"):
+                self.unsupported(k, kpos, "(Windows certificate store)")
+            elif lk == "ocsp_peer":
+                if tv is False:
+                    continue
+                self.refuse(k, kpos, "OCSP checking of peer certificates")
+            else:
+                self.err(f'{pre}unknown field "{k}"', kpos)
+        if o.get("certificates") and o.get("cert_file"):
+            self.err(f"{pre}cannot combine 'cert_file' option with 'certs' option", pos)
+        if o.get("cert_file") and not o.get("key_file"):
+            self.err("missing 'key_file' in TLS configuration", pos)
+        if o.get("key_file") and not o.get("cert_file"):
+            self.err("missing 'cert_file' in TLS configuration", pos)
+        if o.get("verify_cert_and_check_known_urls"):
+            verify = True
+        o["verify"] = bool(verify) or verify_and_map
+        o["verify_and_map"] = verify_and_map
+        return TLSOptions(**o)
+
+    def pinned_certs(self, v: Any, pos: Pos, pre: str) -> frozenset[str] | None:
+        if not isinstance(v, ConfList):
+            self.err(
+                f"{pre}expected 'pinned_certs' to be a list of hex-encoded sha256 of DER encoded "
+                "SubjectPublicKeyInfo",
+                pos,
+            )
+        pins: set[str] = set()
+        for entry, epos in zip(v, v.pos, strict=True):
+            if not isinstance(entry, str):
+                self.err(f"{pre}'pinned_certs' entries must be strings", epos)
+            low = entry.lower()
+            if _HEX64.match(low):
+                pins.add(low)
+                continue
+            # beyond nats-server: a PEM certificate file whose public key is pinned
+            if os.path.isfile(entry):
+                try:
+                    hashes = _spki_sha256_of_pem_file(entry)
+                except (OSError, ValueError) as e:
+                    self.err(f"{pre}'pinned_certs' file {entry}: not a PEM certificate ({e})", epos)
+                if not hashes:
+                    self.err(f"{pre}'pinned_certs' file {entry}: no certificate found", epos)
+                pins.update(hashes)
+                continue
+            self.err(
+                f"{pre}'pinned_certs' key {low} does not look like hex-encoded sha256 of DER encoded "
+                "SubjectPublicKeyInfo (nor is it a PEM certificate file)",
+                epos,
+            )
+        return frozenset(pins) if pins else None
+
+    def handshake_first(self, v: Any, k: str, pos: Pos) -> bool | float:
+        if isinstance(v, bool):
+            return v
+        if not isinstance(v, str):
+            go_type = {int: "int64", float: "float64"}.get(type(v), "map[string]interface {}")
+            self.err(f'field "{k}" should be a boolean or a string, got {go_type}', pos)
+        low = v.lower()
+        if low in ("true", "on"):
+            return True
+        if low in ("false", "off"):
+            return False
+        if low in ("auto", "auto_fallback"):
+            return DEFAULT_HANDSHAKE_FIRST_FALLBACK
+        try:
+            delay = parse_duration(v)
+        except ValueError:
+            self.err(f'field "{k}"\'s value {_go_quote(v)} is invalid', pos)
+        return delay if delay > 0 else True
+
+    def cert_pairs(self, v: Any, pos: Pos) -> tuple[tuple[str, str], ...]:
+        if not isinstance(v, ConfList):
+            self.err(f"error parsing certificates config: unsupported type {_tname(v)}", pos)
+        pairs = []
+        for entry, epos in zip(v, v.pos, strict=True):
+            if not isinstance(entry, ConfMap):
+                self.err(f"error parsing certificates config: unsupported type {_tname(entry)}", epos)
+            cert = key = ""
+            for k, fv in entry.items():
+                if not isinstance(fv, str):
+                    self.err(
+                        f"error parsing certificates config: unsupported type {_tname(fv)}", entry.pos[k]
+                    )
+                if k == "cert_file":
+                    cert = fv
+                elif k == "key_file":
+                    key = fv
+                else:
+                    self.err(f'error parsing tls certs config, unknown field "{k}"', entry.pos[k])
+            if not cert or not key:
+                self.err(
+                    "error parsing certificates config: both 'cert_file' and 'cert_key' options are required",
+                    epos,
+                )
+            pairs.append((cert, key))
+        return tuple(pairs)
+
+    # -- cluster
+
+    def cluster(self, v: Any, key: str, pos: Pos) -> ClusterOptions:
+        if not isinstance(v, ConfMap):
+            self.err(f"Expected map to define cluster, got {_tname(v)}", pos)
+        o: dict[str, Any] = {"source": Source(pos.file, pos.line)}
+        auth_perms: Permissions | None = None
+        for k, cv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk == "name":
+                name = self.str_(cv, k, kpos)
+                if " " in name:
+                    self.err("cluster name cannot contain spaces", kpos)
+                o["name"] = name
+            elif lk == "listen":
+                try:
+                    host, port = parse_listen(cv)
+                except ValueError as e:
+                    self.err(str(e), kpos)
+                o["host"] = host or DEFAULT_HOST
+                o["port"] = port
+            elif lk == "port":
+                o["port"] = self.int_(cv, k, kpos)
+            elif lk in ("host", "net"):
+                o["host"] = self.str_(cv, k, kpos)
+            elif lk == "authorization":
+                a = self.authorization(cv, k, kpos)
+                if a.users is not None:
+                    self.err("Cluster authorization does not allow multiple users", kpos)
+                if a.token:
+                    self.err("Cluster authorization does not support tokens", kpos)
+                o["username"] = a.user
+                o["password"] = a.password
+                o["auth_timeout"] = a.timeout
+                if a.default_permissions is not None:
+                    self.cluster_perm_subjects(a.default_permissions, kpos)
+                    self.nats_warn(
+                        'setting "permissions" within cluster authorization block is deprecated',
+                        kpos,
+                        field=k,
+                    )
+                    auth_perms = a.default_permissions
+            elif lk == "routes":
+                o["routes"] = self.routes(cv, k, kpos)
+            elif lk == "tls":
+                o["tls"] = self.tls(cv, k, kpos, client_ctx=False)
+            elif lk in ("cluster_advertise", "advertise"):
+                o["advertise"] = self.str_(cv, k, kpos)
+            elif lk in ("no_advertise", "connect_backoff"):
+                o[lk] = self.bool_(cv, k, kpos)
+            elif lk in ("connect_retries", "pool_size", "ping_max"):
+                o[lk] = self.int_(cv, k, kpos)
+            elif lk == "permissions":
+                perms = self.permissions(cv, k, kpos)
+                if perms.allow_responses is not None:
+                    self.err("Cluster permissions do not support dynamic responses", kpos)
+                self.cluster_perm_subjects(perms, kpos)
+                o["permissions"] = perms
+            elif lk == "accounts":
+                self.string_list(cv, "accounts", kpos)
+                self.unsupported(k, kpos, "(pinned accounts)")
+            elif lk == "compression":
+                if not isinstance(cv, (str, bool, ConfMap)):
+                    self.err(f'field "{k}" should be a boolean or a structure, got {_tname(cv)}', kpos)
+                if cv not in (False, "off", "disabled", "accept"):
+                    self.unsupported(k, kpos, "(route compression)")
+            elif lk == "ping_interval":
+                d = self.duration(cv, "ping_interval", kpos)
+                if d > ROUTE_MAX_PING_INTERVAL:
+                    self.nats_warn(
+                        f"Cluster 'ping_interval' will reset to {format_duration(ROUTE_MAX_PING_INTERVAL)} "
+                        "which is the max for routes",
+                        kpos,
+                    )
+                o["ping_interval"] = d
+            elif lk == "write_deadline":
+                o["write_deadline"] = self.duration(cv, "write_deadline", kpos)
+            elif lk == "write_timeout":
+                self.write_timeout(cv, k, kpos)
+            else:
+                self.unknown(v, k)
+        if "permissions" not in o and auth_perms is not None:
+            o["permissions"] = auth_perms
+        return ClusterOptions(**o)
+
+    def cluster_perm_subjects(self, perms: Permissions, pos: Pos) -> None:
+        for side, sp in (("import", perms.publish), ("export", perms.subscribe)):
+            if sp is None:
+                continue
+            for kind, subjects in (("allow", sp.allow or ()), ("deny", sp.deny)):
+                for s in subjects:
+                    if not _valid_subject(s):
+                        self.err(f"cluster {side} {kind}: subject {_go_quote(s)} is not a valid subject", pos)
+
+    def routes(self, v: Any, key: str, pos: Pos) -> tuple[str, ...]:
+        if not isinstance(v, ConfList):
+            self.err(f'"{key}": expected an array of route URLs, got {_tname(v)}', pos)
+        out: list[str] = []
+        for u, upos in zip(v, v.pos, strict=True):
+            url = self.str_(u, key, upos)
+            if url in out:
+                self.nats_warn("Duplicate route entry detected", upos, field=url)
+                continue
+            try:
+                urlsplit(url.strip())
+            except ValueError:
+                self.err(f"error parsing route url [{_go_quote(url.strip())}]", upos)
+            out.append(url)
+        return tuple(out)
+
+
+# ---- flags --------------------------------------------------------------------------------------
+
+
+def _flag_cluster(listen: str, cluster: ClusterOptions) -> ClusterOptions:
+    """``--cluster``/``--cluster_listen`` URL (nats://[user:pass@]host:port, ":-1" random)."""
+    if not listen:
+        return replace(cluster, port=0)
+    text = listen
+    random_port = text.endswith(":-1")
+    if random_port:
+        text = text[:-3] + ":0"
+    try:
+        u = urlsplit(text)
+        host, port_s = split_host_port(u.netloc.rpartition("@")[2])
+    except ValueError as e:
+        raise ConfigError(f"--cluster {listen}: {e}", "<flags>") from None
+    if not _PORT.match(port_s):
+        raise ConfigError(f"--cluster {listen}: invalid port {_go_quote(port_s)}", "<flags>")
+    port = -1 if random_port else int(port_s)
+    username = password = None
+    if "@" in u.netloc:
+        if u.password is None:
+            raise ConfigError("expected cluster password to be set", "<flags>")
+        username, password = u.username, u.password
+    return replace(cluster, host=host, port=port, username=username, password=password)
+
+
+def _apply_flags(
+    kw: dict[str, Any], auth: AuthOptions, flags: FlagValues, warnings: list[str]
+) -> AuthOptions:
+    simple = (
+        "host",
+        "port",
+        "server_name",
+        "pid_file",
+        "http_port",
+        "https_port",
+        "client_advertise",
+        "ports_file_dir",
+        "log_file",
+        "logtime",
+        "logtime_utc",
+        "syslog",
+        "remote_syslog",
+        "debug",
+        "trace",
+        "trace_verbose",
+        "log_size_limit",
+        "max_traced_msg_len",
+    )
+    for name in simple:
+        value = getattr(flags, name)
+        if value is not None:
+            kw[name] = value
+    if flags.user is not None:
+        auth = replace(auth, user=flags.user)
+    if flags.password is not None:
+        auth = replace(auth, password=flags.password)
+    if flags.token is not None:
+        auth = replace(auth, token=flags.token)
+
+    # TLS: any --tls* flag replaces the certificate part of the tls block; --tls=false drops it
+    tls_given = any(
+        x is not None for x in (flags.tls, flags.tls_cert, flags.tls_key, flags.tls_ca_cert, flags.tls_verify)
+    )
+    if flags.tls is False:
+        kw["tls"] = None
+    elif tls_given:
+        if not flags.tls_cert:
+            raise ConfigError("TLS Server certificate must be present and valid", "<flags>")
+        if not flags.tls_key:
+            raise ConfigError("TLS Server private key must be present and valid", "<flags>")
+        base = kw.get("tls") or TLSOptions()
+        kw["tls"] = replace(
+            base,
+            cert_file=flags.tls_cert,
+            key_file=flags.tls_key,
+            key_password_file=None,
+            ca_file=flags.tls_ca_cert or None,
+            verify=bool(flags.tls_verify) or base.verify_and_map,
+            cipher_suites=(),
+            curve_preferences=(),
+            min_version=None,
+            allow_insecure_cipher_suites=False,
+            certificates=(),
+            source=Source("<flags>"),
+        )
+
+    cluster_flags = (
+        flags.cluster_listen,
+        flags.routes,
+        flags.cluster_name,
+        flags.cluster_advertise,
+        flags.no_advertise,
+        flags.connect_retries,
+    )
+    if any(x is not None for x in cluster_flags):
+        cluster: ClusterOptions = kw.get("cluster") or ClusterOptions(source=Source("<flags>"))
+        if flags.cluster_name is not None:
+            if " " in flags.cluster_name:
+                raise ConfigError("cluster name cannot contain spaces", "<flags>")
+            cluster = replace(cluster, name=flags.cluster_name)
+        if flags.cluster_advertise is not None:
+            cluster = replace(cluster, advertise=flags.cluster_advertise)
+        if flags.no_advertise is not None:
+            cluster = replace(cluster, no_advertise=flags.no_advertise)
+        if flags.connect_retries is not None:
+            cluster = replace(cluster, connect_retries=flags.connect_retries)
+        if flags.cluster_listen is not None:
+            cluster = _flag_cluster(flags.cluster_listen, cluster)
+        if flags.routes is not None:
+            routes = tuple(r.strip() for r in flags.routes.split(",")) if flags.routes else ()
+            cluster = replace(cluster, routes=routes)
+            if routes and cluster.port == 0:
+                raise ConfigError("solicited routes require cluster capabilities, e.g. --cluster", "<flags>")
+        kw["cluster"] = cluster
+
+    if flags.jetstream:
+        warnings.append(f"<flags>: -js (JetStream): {NOT_SUPPORTED}")
+    if flags.store_dir:
+        warnings.append(f"<flags>: --store_dir (JetStream): {NOT_SUPPORTED}")
+    if flags.profile:
+        warnings.append(f"<flags>: --profile (profiling port): {NOT_SUPPORTED}")
+    return auth
+
+
+# ---- start-up validation --------------------------------------------------------------------------
+
+
+def _validate(o: ServerOptions, users_defined: bool) -> list[str]:
+    """nats-server's start-up checks (not run by ``-t``). Returns extra warnings."""
+    where = o.config_file or "<flags>"
+    if o.lame_duck_duration > 0 and o.lame_duck_grace_period >= o.lame_duck_duration:
+        raise ConfigError(
+            f"lame duck grace period ({format_duration(o.lame_duck_grace_period)}) should be strictly "
+            f"lower than lame duck duration ({format_duration(o.lame_duck_duration)})",
+            where,
+        )
+    if o.max_payload > o.max_pending:
+        raise ConfigError(
+            f"max_payload ({o.max_payload}) cannot be higher than max_pending ({o.max_pending})", where
+        )
+    if o.server_name and " " in o.server_name:
+        raise ConfigError("server name cannot contain spaces", where)
+    nau = o.auth.no_auth_user
+    if nau:
+        if not users_defined:
+            raise ConfigError(f'no_auth_user: "{nau}" present, but users/nkeys are not defined', where)
+        if not any(u.username == nau for u in o.auth.users):
+            raise ConfigError(
+                f'no_auth_user: "{nau}" not present as user or nkey in authorization block or account '
+                "configuration",
+                where,
+            )
+    warnings = []
+    if o.max_payload > MAX_PAYLOAD_WARN:
+        warnings.append(
+            f"{where}: Maximum payloads over {MAX_PAYLOAD_WARN / 1024 / 1024:.2f} MB are generally "
+            "discouraged and could lead to poor performance"
+        )
+    return warnings
+
+
+# ---- entry point ----------------------------------------------------------------------------------
+
+_DEFAULTS_WHEN_ZERO = {
+    "port": DEFAULT_PORT,
+    "max_payload": DEFAULT_MAX_PAYLOAD,
+    "max_control_line": DEFAULT_MAX_CONTROL_LINE,
+    "max_pending": DEFAULT_MAX_PENDING,
+    "max_connections": DEFAULT_MAX_CONNECTIONS,
+    "ping_interval": DEFAULT_PING_INTERVAL,
+    "ping_max": DEFAULT_PING_MAX,
+    "write_deadline": DEFAULT_WRITE_DEADLINE,
+    "max_closed_clients": DEFAULT_MAX_CLOSED_CLIENTS,
+    "lame_duck_duration": DEFAULT_LAME_DUCK_DURATION,
+    "lame_duck_grace_period": DEFAULT_LAME_DUCK_GRACE_PERIOD,
+}
+
+
+def load_options(
+    config_file: str | None, flags: FlagValues | None = None, *, validate: bool = True
+) -> ServerOptions:
+    """Build the server options from a config file (or none) and the flags given.
+
+    ``validate=False`` skips nats-server's start-up checks (max_payload vs max_pending,
+    no_auth_user, ...), which is what ``-t`` does. Raises ConfigError.
+    """
+    loader = _Loader(config_file or "<flags>")
+    digest = ""
+    if config_file:
+        conf = parse_file(config_file)
+        digest = config_digest(conf)
+        loader.load(conf)
+    kw = loader.kw
+    users_defined = bool(kw.pop("_users_defined", False))
+    auth = loader.auth
+    warnings = loader.warnings
+    if flags is not None:
+        auth = _apply_flags(kw, auth, flags, warnings)
+    for name, default in _DEFAULTS_WHEN_ZERO.items():
+        if kw.get(name) == 0:
+            kw[name] = default
+    if not kw.get("host"):
+        kw["host"] = DEFAULT_HOST
+    if not kw.get("http_host"):
+        kw["http_host"] = kw["host"]  # monitoring binds where clients do unless told otherwise
+    if auth.timeout == 0:
+        auth = replace(auth, timeout=None)
+    opts = ServerOptions(
+        config_file=config_file,
+        auth=auth,
+        warnings=tuple(warnings),
+        config_warnings=tuple(loader.config_warnings),
+        config_digest=digest,
+        **kw,
+    )
+    if validate:
+        extra = _validate(opts, users_defined)
+        if extra:
+            opts = replace(opts, warnings=opts.warnings + tuple(extra))
+    return opts
