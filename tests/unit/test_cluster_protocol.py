@@ -152,7 +152,7 @@ def test_encoders() -> None:
     assert msg_line(b"$G", b"foo", b"", (), 18, 23) == b"HMSG $G foo 18 23\r\n"
     assert msg_line(b"$G", b"foo", b"r", [b"q"], 18, 23) == b"HMSG $G foo + r q 18 23\r\n"
     assert go_json({"a": "<&>"}) == b'{"a":"\\u003c\\u0026\\u003e"}'
-    assert info_line({"x": 1}) == b'INFO {"x":1}\r\n'
+    assert info_line({"x": 1}) == b'INFO {"x":1} \r\n'
     assert connect_line({"x": True}) == b'CONNECT {"x":true}\r\n'
 
 

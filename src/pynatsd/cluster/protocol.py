@@ -47,8 +47,9 @@ We never advertise ``lnoc`` so peers never send ``LS+``/``LS-``/``LMSG``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from pynatsd.protocol import wire
 
 # op codes (small ints, as the client parser's)
 R_INFO = 1
@@ -265,13 +266,12 @@ class RouteParser:
 
 def go_json(obj: dict[str, Any]) -> bytes:
     """Compact JSON as Go's encoding/json writes it (<, > and & escaped)."""
-    s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    s = s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return s.encode()
+    return wire.go_json(obj).encode("utf-8", "replace")
 
 
 def info_line(info: dict[str, Any]) -> bytes:
-    return b"INFO " + go_json(info) + b"\r\n"
+    """``INFO <json> CRLF`` with nats-server's space before the CRLF (as on client ports)."""
+    return wire.info_line(info)
 
 
 def connect_line(connect: dict[str, Any]) -> bytes:
@@ -279,7 +279,7 @@ def connect_line(connect: dict[str, Any]) -> bytes:
 
 
 def err_line(text: str) -> bytes:
-    return b"-ERR '" + text.encode() + b"'\r\n"
+    return wire.err_line(text)
 
 
 def rs_plus(account: bytes, subject: bytes, queue: bytes = b"", weight: int = 1) -> bytes:
