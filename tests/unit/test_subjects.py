@@ -42,9 +42,9 @@ from pynatsd.subjects import (
         (b">.foo", False),
         (b"", False),
         (b".", False),
-        (b"foo\x0cbar", False),  # form feed: a blank for nats-server
-        (b"foo.\x0c", False),
-        (b"foo bar", False),
+        (b"foo\x0cbar", True),  # observed: nats-server's SUB accepts a form feed
+        (b"foo.\x0c", True),
+        (b"foo.>.>", False),
     ],
 )
 def test_valid_subscribe_subject(subject: bytes, ok: bool) -> None:
