@@ -1,0 +1,153 @@
+"""Generated differential scripts: random (but deterministic) op sequences sent byte-identically
+to a reference nats-server and to the implementation under test; transcripts must match.
+
+Sequences mix valid and invalid ops, random op-name case, blank runs, LF/CRLF line ends,
+leading-zero sizes, headers, verbose/pedantic/echo settings, auto-unsubscribe and a possible
+fatal op at the end, and are sent in random chunks. Generation avoids what is legitimately
+nondeterministic: every subscription has its own literal subject (so a message matches at most
+one subscription of a connection) and CONNECT is only ever the first op (a second CONNECT has
+a nats-server quirk covered by its own case). With --impl nats the test compares two nats-server
+processes, which checks that the generated scripts are deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers.script import Step, as_lines, eof, ping, run_script, send
+from tests.helpers.servers import ServerPool
+
+SUBJECTS = [b"foo", b"bar", b"foo.bar", b"a.b.c", b"x"]  # sid i+1 <-> SUBJECTS[i]
+PUB_SUBJECTS = SUBJECTS + [b"nobody", b"foo.*", b"a..b", b">", b"foo.>"]
+BAD_SUB_SUBJECTS = [b"foo.", b".x", b"a..b", b"foo.>.bar"]
+REFERENCE_FLAGS = ("-n", "fuzz-reference")
+
+
+@dataclass(frozen=True)
+class Style:
+    lf_only: bool
+    sep: bytes
+
+
+def _case(draw: st.DrawFn, name: bytes) -> bytes:
+    flips = draw(st.lists(st.booleans(), min_size=len(name), max_size=len(name)))
+    return bytes(c ^ 0x20 if f and chr(c).isalpha() else c for c, f in zip(name, flips, strict=True))
+
+
+def _size(draw: st.DrawFn, n: int) -> bytes:
+    zeros = draw(st.sampled_from([0, 0, 0, 1, 3]))
+    return b"0" * zeros + str(n).encode()
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> tuple[bytes, bool, list[int]]:
+    style = Style(draw(st.booleans()), draw(st.sampled_from([b" ", b"\t", b"  ", b" \t "])))
+    eol = b"\n" if style.lf_only else b"\r\n"
+    verbose = draw(st.booleans())
+    pedantic = draw(st.booleans())
+    headers = draw(st.booleans())
+    echo = draw(st.booleans())
+    out = [b""]
+    if draw(st.booleans()) or headers:
+        opts = b'{"verbose":%s,"pedantic":%s,"headers":%s,"echo":%s}' % tuple(
+            b"true" if v else b"false" for v in (verbose, pedantic, headers, echo)
+        )
+        out.append(_case(draw, b"CONNECT") + b" " + opts + b"\r\n")
+    else:
+        headers = False  # no CONNECT: defaults (verbose, pedantic on, no headers)
+
+    def sep() -> bytes:
+        return style.sep
+
+    for _ in range(draw(st.integers(1, 14))):
+        kind = draw(
+            st.sampled_from(
+                ["sub", "sub", "pub", "pub", "pub", "unsub", "ping", "pong", "ok", "badsub", "hpub"]
+            )
+        )
+        if kind == "sub":
+            i = draw(st.integers(0, len(SUBJECTS) - 1))
+            out.append(_case(draw, b"SUB") + sep() + SUBJECTS[i] + sep() + str(i + 1).encode() + eol)
+        elif kind == "badsub":
+            subj = draw(st.sampled_from(BAD_SUB_SUBJECTS))
+            out.append(_case(draw, b"SUB") + sep() + subj + sep() + b"99" + eol)
+        elif kind == "pub" or (kind == "hpub" and not headers):
+            subj = draw(st.sampled_from(PUB_SUBJECTS))
+            reply = draw(st.sampled_from([b"", b"", b"r.1", b"_INBOX.z"]))
+            payload = draw(st.binary(max_size=12))
+            args = [subj] + ([reply] if reply else []) + [_size(draw, len(payload))]
+            out.append(_case(draw, b"PUB") + sep() + sep().join(args) + eol + payload + b"\r\n")
+        elif kind == "hpub":
+            subj = draw(st.sampled_from(PUB_SUBJECTS))
+            hdr = b"NATS/1.0\r\n" + draw(st.sampled_from([b"", b"A: b\r\n", b"K: v\r\nK: w\r\n"])) + b"\r\n"
+            payload = draw(st.binary(max_size=8))
+            hsize = len(hdr) if draw(st.integers(0, 5)) else 0
+            if hsize == 0:
+                hdr = b""
+            out.append(
+                _case(draw, b"HPUB")
+                + sep()
+                + sep().join([subj, _size(draw, hsize), _size(draw, hsize + len(payload))])
+                + eol
+                + hdr
+                + payload
+                + b"\r\n"
+            )
+        elif kind == "unsub":
+            sid = str(draw(st.integers(1, len(SUBJECTS) + 1))).encode()
+            mx = draw(st.sampled_from([b"", b"", b"0", b"1", b"2", b"02"]))
+            out.append(_case(draw, b"UNSUB") + sep() + sid + (sep() + mx if mx else b"") + eol)
+        elif kind == "ping":
+            out.append(_case(draw, b"PING") + eol)
+        elif kind == "pong":
+            out.append(_case(draw, b"PONG") + eol)
+        else:
+            out.append(b"+OK" + eol)
+    fatal = draw(
+        st.sampled_from(
+            [
+                b"",
+                b"",
+                b"",
+                b"BOGUS\r\n",
+                b"PUB foo\r\n",
+                b"PUB foo 1x\r\n",
+                b"SUB a\r\n",
+                b"UNSUB\r\n",
+                b"MSG a 1 0\r\n\r\n",
+            ]
+        )
+    )
+    data = b"".join(out) + fatal
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(data) - 1)), max_size=4))))
+    return data, bool(fatal), cuts
+
+
+def _steps(data: bytes, fatal: bool, cuts: list[int]) -> list[Step | list[Step]]:
+    bounds = [0, *cuts, len(data)]
+    steps: list[Step | list[Step]] = [
+        send(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a
+    ]
+    steps.append(eof() if fatal else ping())
+    return steps
+
+
+@settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(script=scripts())
+def test_generated_scripts(script: tuple[bytes, bool, list[int]], impl: str, server_pool: ServerPool) -> None:
+    data, fatal, cuts = script
+    ref = server_pool.get("nats", None, REFERENCE_FLAGS)
+    srv = server_pool.get(impl)
+    steps = _steps(data, fatal, cuts)
+    want = run_script(ref.host, ref.port, steps)
+    got = run_script(srv.host, srv.port, steps)
+    assert as_lines(got) == as_lines(want), f"script: {data!r} cuts={cuts}"
