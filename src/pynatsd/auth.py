@@ -1,0 +1,315 @@
+"""Client authentication (user/password, bcrypt, token, users list, no_auth_user, certificate
+identities) and authorization (publish/subscribe permissions, allow_responses).
+
+An ``Authorizer`` is built from ``AuthOptions`` once per (re)load. ``authenticate`` decides a
+CONNECT: it returns an ``AuthResult``, ``None`` (refused), or a ``BcryptCheck`` when a bcrypt
+hash must be verified; that check is slow (tens to hundreds of ms), so the connection runs it in
+a worker thread instead of stalling the event loop. Successful bcrypt checks are remembered (by
+a digest of the password, never the password itself) so reconnect storms stay cheap.
+
+``ClientPermissions`` compiles a user's ``Permissions`` into the fast checks the connection makes
+per message: ``can_publish``, ``can_subscribe`` (with nats-server's queue-entry rules) and
+``can_deliver`` (deny filtering of messages reaching a wildcard subscription).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pynatsd.config.options import (
+    DEFAULT_AUTH_TIMEOUT,
+    AuthOptions,
+    Permissions,
+    ResponsePermission,
+    SubjectPermission,
+    TLSOptions,
+    User,
+)
+from pynatsd.subjects import SubjectFilter
+
+GLOBAL_ACCOUNT = "$G"
+CONNECTION_TYPE_STANDARD = "STANDARD"
+DEFAULT_ALLOW_RESPONSES_MAX = 1
+DEFAULT_ALLOW_RESPONSES_EXPIRES = 120.0
+
+_BCRYPT_RE = re.compile(r"^\$2[abxy]\$\d{2}\$.*")
+
+
+def is_bcrypt(secret: str) -> bool:
+    """nats-server treats ``$2a$NN$...``-shaped passwords and tokens as bcrypt hashes."""
+    return secret.startswith("$") and _BCRYPT_RE.match(secret) is not None
+
+
+# (hash, sha256(plain)) pairs that verified; bounded so it cannot grow without limit.
+_bcrypt_ok: dict[tuple[str, bytes], None] = {}
+_BCRYPT_CACHE_MAX = 4096
+
+
+def _bcrypt_key(hashed: str, plain: str) -> tuple[str, bytes]:
+    return (hashed, hashlib.sha256(plain.encode("utf-8", "surrogateescape")).digest())
+
+
+def bcrypt_verify(hashed: str, plain: str) -> bool:
+    """Blocking bcrypt comparison (call it off the event loop)."""
+    key = _bcrypt_key(hashed, plain)
+    if key in _bcrypt_ok:
+        return True
+    import bcrypt
+
+    try:
+        ok = bcrypt.checkpw(plain.encode("utf-8", "surrogateescape"), hashed.encode("utf-8"))
+    except ValueError:
+        ok = False
+    if ok:
+        if len(_bcrypt_ok) >= _BCRYPT_CACHE_MAX:
+            _bcrypt_ok.clear()
+        _bcrypt_ok[key] = None
+    return ok
+
+
+def _secret_matches(configured: str, given: str | None) -> bool | None:
+    """True/False when decidable now; None when a bcrypt check is needed."""
+    if given is None:
+        given = ""
+    if is_bcrypt(configured):
+        if _bcrypt_key(configured, given) in _bcrypt_ok:
+            return True
+        return None
+    return hmac.compare_digest(configured.encode("utf-8", "surrogateescape"), given.encode("utf-8", "surrogateescape"))
+
+
+class ClientPermissions:
+    """A user's permissions compiled for the per-message checks."""
+
+    __slots__ = ("pub", "sub", "deliver_deny", "responses", "source")
+
+    def __init__(self, perms: Permissions) -> None:
+        self.source = perms
+        publish = perms.publish
+        self.responses: ResponsePermission | None = perms.allow_responses
+        allow: Sequence[str] | None = publish.allow if publish is not None else None
+        deny: Sequence[str] = publish.deny if publish is not None else ()
+        if self.responses is not None and allow is None:
+            # allow_responses without an explicit publish allow list: only replies may be published
+            allow = ()
+        self.pub: SubjectFilter | None = None
+        if allow is not None or deny:
+            self.pub = SubjectFilter(allow, deny)
+        sub = perms.subscribe
+        self.sub: SubjectFilter | None = None
+        self.deliver_deny: SubjectFilter | None = None
+        if sub is not None and (sub.allow is not None or sub.deny):
+            self.sub = SubjectFilter(sub.allow, sub.deny)
+            plain_deny = [e for e in sub.deny if len(e.split()) == 1]
+            if plain_deny:
+                # a wildcard subscription overlapping a deny entry is allowed; the denied
+                # subjects are filtered out when messages are delivered
+                self.deliver_deny = SubjectFilter(None, plain_deny)
+
+    def can_publish(self, subject: bytes) -> bool:
+        return self.pub is None or self.pub.permits(subject)
+
+    def can_subscribe(self, subject: bytes, queue: bytes = b"") -> bool:
+        return self.sub is None or self.sub.permits(subject, queue)
+
+    def can_deliver(self, subject: bytes) -> bool:
+        """False when a deny entry covers ``subject`` (reaching a wildcard subscription)."""
+        return self.deliver_deny is None or self.deliver_deny.permits(subject)
+
+
+def normalize_response_permission(rp: ResponsePermission) -> tuple[int, float]:
+    """(max_msgs, expires seconds) with 0 => default and negative => unlimited (0 returned)."""
+    max_msgs = rp.max_msgs
+    if max_msgs == 0:
+        max_msgs = DEFAULT_ALLOW_RESPONSES_MAX
+    elif max_msgs < 0:
+        max_msgs = 0
+    expires = rp.expires
+    if expires == 0:
+        expires = DEFAULT_ALLOW_RESPONSES_EXPIRES
+    elif expires < 0:
+        expires = 0.0
+    return max_msgs, expires
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a CONNECT carried for authentication (kept for re-authentication on reload)."""
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey: str | None = None
+    jwt: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.user or self.password or self.token or self.nkey or self.jwt)
+
+
+@dataclass
+class AuthResult:
+    """Who the client is, once authenticated."""
+
+    method: str  # "none", "user", "token", "no_auth_user", "cert"
+    user: User | None = None
+    permissions: ClientPermissions | None = None
+    account: str = GLOBAL_ACCOUNT
+
+    @property
+    def username(self) -> str | None:
+        return self.user.username if self.user is not None else None
+
+
+@dataclass
+class BcryptCheck:
+    """A decision that waits on one bcrypt comparison (run ``verify`` off the event loop)."""
+
+    hashed: str
+    plain: str
+    result: AuthResult
+
+    def verify(self) -> AuthResult | None:
+        return self.result if bcrypt_verify(self.hashed, self.plain) else None
+
+
+AuthDecision = AuthResult | BcryptCheck | None
+
+# Given the configured usernames, return the one a certificate's structured subject DN matches.
+DNMatcher = Callable[[Sequence[str]], str | None]
+
+
+class Authorizer:
+    """Authentication and permissions for client connections, built from ``AuthOptions``."""
+
+    def __init__(self, opts: AuthOptions, tls: TLSOptions | None = None) -> None:
+        self.opts = opts
+        self.users: dict[str, User] = {}
+        for u in opts.users:
+            self.users[u.username] = u
+        self.required = opts.required
+        self.no_auth_user: User | None = None
+        if opts.no_auth_user and opts.no_auth_user in self.users:
+            self.no_auth_user = self.users[opts.no_auth_user]
+        # INFO auth_required is left out when no_auth_user can authenticate an anonymous client
+        self.info_auth_required = self.required and self.no_auth_user is None
+        if opts.timeout is not None:
+            self.timeout = opts.timeout
+        elif tls is not None:
+            self.timeout = tls.timeout + 1.0
+        else:
+            self.timeout = DEFAULT_AUTH_TIMEOUT
+        self._perms_cache: dict[int, ClientPermissions | None] = {}
+
+    # -- permissions -------------------------------------------------------------------------
+
+    def permissions_for(self, user: User | None) -> ClientPermissions | None:
+        perms = user.permissions if user is not None else None
+        if perms is None:
+            perms = self.opts.default_permissions
+        if perms is None or _unrestricted(perms):
+            return None
+        key = id(perms)
+        cached = self._perms_cache.get(key)
+        if cached is None:
+            cached = ClientPermissions(perms)
+            self._perms_cache[key] = cached
+        return cached
+
+    def _result(self, method: str, user: User | None) -> AuthResult:
+        account = (user.account if user is not None else None) or GLOBAL_ACCOUNT
+        return AuthResult(method, user, self.permissions_for(user), account)
+
+    @staticmethod
+    def _standard_allowed(user: User) -> bool:
+        types = user.allowed_connection_types
+        return not types or any(t.upper() == CONNECTION_TYPE_STANDARD for t in types)
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(
+        self,
+        creds: Credentials,
+        cert_identities: Sequence[str] | None = None,
+        map_users: bool = False,
+        dn_match: DNMatcher | None = None,
+    ) -> AuthDecision:
+        """Decide a CONNECT. ``map_users``: the TLS block has verify_and_map (identities come
+        from the client certificate, in nats-server's candidate order)."""
+        if not self.required:
+            return AuthResult("none", None, self.permissions_for(None))
+        if map_users and self.users:
+            user = self.authenticate_cert(cert_identities or (), dn_match)
+            if user is None:
+                return None
+            return self._check_password(user, creds.password, "cert")
+        if creds.empty and self.no_auth_user is not None:
+            if not self._standard_allowed(self.no_auth_user):
+                return None
+            return self._result("no_auth_user", self.no_auth_user)
+        if self.users and creds.user is not None and creds.user in self.users:
+            user = self.users[creds.user]
+            if not self._standard_allowed(user):
+                return None
+            return self._check_password(user, creds.password, "user")
+        if self.opts.token:
+            ok = _secret_matches(self.opts.token, creds.token)
+            result = self._result("token", None)
+            if ok is None:
+                return BcryptCheck(self.opts.token, creds.token or "", result)
+            return result if ok else None
+        if self.opts.user:
+            if creds.user != self.opts.user:
+                return None
+            single = User(self.opts.user, self.opts.password)
+            return self._check_password(single, creds.password, "user")
+        return None
+
+    def _check_password(self, user: User, given: str | None, method: str) -> AuthDecision:
+        result = self._result(method, user)
+        configured = user.password or ""
+        ok = _secret_matches(configured, given)
+        if ok is None:
+            return BcryptCheck(configured, given or "", result)
+        return result if ok else None
+
+    def authenticate_cert(self, identities: Sequence[str], dn_match: DNMatcher | None = None) -> User | None:
+        """The first configured user named by a certificate identity (verify_and_map).
+
+        ``identities`` are literal candidates in nats-server's order (emails, DNS names, URIs,
+        subject strings). ``dn_match`` (optional) does the structured-DN comparison against the
+        configured usernames; it is consulted after the literal candidates.
+        """
+        for ident in identities:
+            user = self.users.get(ident)
+            if user is not None and self._standard_allowed(user):
+                return user
+        if dn_match is not None:
+            name = dn_match(list(self.users))
+            if name is not None:
+                user = self.users.get(name)
+                if user is not None and self._standard_allowed(user):
+                    return user
+        return None
+
+    def user_still_valid(self, result: AuthResult) -> bool:
+        """On reload: False when the client's user was removed or moved to another account."""
+        if result.user is None or result.method not in ("user", "cert", "no_auth_user"):
+            return True
+        if result.method == "user" and self.opts.user and result.user.username == self.opts.user:
+            return True
+        new = self.users.get(result.user.username)
+        if new is None:
+            return False
+        return (new.account or GLOBAL_ACCOUNT) == result.account
+
+
+def _unrestricted(perms: Permissions) -> bool:
+    def open_(sp: SubjectPermission | None) -> bool:
+        return sp is None or (sp.allow is None and not sp.deny)
+
+    return open_(perms.publish) and open_(perms.subscribe) and perms.allow_responses is None

@@ -1,0 +1,1109 @@
+"""ClientConnection: one asyncio Protocol per client connection.
+
+It owns the connection's parser, CONNECT options, authentication state, subscriptions, timers
+(auth, ping, write deadline) and outbound buffer, and it routes the messages the client
+publishes to the other connections' buffers (the router is the short ``_route`` loop here, over
+the server's subscription trie).
+
+Hot path: a received chunk is parsed in one call and its ops are handled in a plain loop with no
+awaits. Deliveries append pre-built pieces (``MSG <subject> `` + sid + `` [reply] <size>\\r\\n
+<payload>\\r\\n``) to the receiver's outbound list; each dirty connection is written once per
+event-loop turn by the server's flush callback. A receiver whose pending bytes exceed
+max_pending is dropped at once (slow consumer) so one slow client never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pynatsd.auth import (
+    AuthResult,
+    BcryptCheck,
+    ClientPermissions,
+    Credentials,
+    normalize_response_permission,
+)
+from pynatsd.log import TRACE
+from pynatsd.protocol import wire
+from pynatsd.protocol.parser import (
+    OP_CLOSE,
+    OP_CONNECT,
+    OP_ERR,
+    OP_HPUB,
+    OP_INFO,
+    OP_OK,
+    OP_PING,
+    OP_PONG,
+    OP_PUB,
+    OP_SUB,
+    OP_UNSUB,
+    ClientParser,
+)
+from pynatsd.subjects import num_tokens, valid_publish_subject, valid_subscribe_subject
+
+if TYPE_CHECKING:
+    from pynatsd.server import Server
+
+log = logging.getLogger("pynatsd")
+
+# /connz closed reasons (nats-server's spelling)
+REASON_CLIENT_CLOSED = "Client Closed"
+REASON_AUTH_TIMEOUT = "Authentication Timeout"
+REASON_AUTH_FAILURE = "Authentication Failure"
+REASON_TLS_FAILURE = "TLS Handshake Failure"
+REASON_SLOW_PENDING = "Slow Consumer (Pending Bytes)"
+REASON_SLOW_DEADLINE = "Slow Consumer (Write Deadline)"
+REASON_WRITE_ERROR = "Write Error"
+REASON_READ_ERROR = "Read Error"
+REASON_PARSE_ERROR = "Parse Error"
+REASON_STALE = "Stale Connection"
+REASON_PROTOCOL_VIOLATION = "Protocol Violation"
+REASON_BAD_PROTOCOL = "Bad Client Protocol Version"
+REASON_MAX_CONNECTIONS = "Maximum Connections Exceeded"
+REASON_MAX_SUBS = "Maximum Subscriptions Exceeded"
+REASON_SHUTDOWN = "Server Shutdown"
+REASON_NO_RESPONDERS_HEADERS = "No Responders Requires Headers"
+
+# First server PING after CONNECT: min(ping_interval, 2s) plus up to 20 % jitter.
+FIRST_PING_INTERVAL = 2.0
+RTT_MEASUREMENT_INTERVAL = 3600.0
+# Outbound transport buffer above which the write-deadline timer runs.
+WRITE_HIGH_WATER = 256 * 1024
+# How long a publisher stops being read when a subscriber it feeds passes 3/4 of max_pending.
+STALL_DELAY = 0.005
+# allow_responses entries kept per connection before expired ones are pruned
+REPLY_PRUNE_THRESHOLD = 4096
+
+_CRLF = b"\r\n"
+_OK = b"+OK\r\n"
+_PING = b"PING\r\n"
+_PONG = b"PONG\r\n"
+
+_BOOL_FIELDS = ("verbose", "pedantic", "tls_required", "echo", "headers", "no_responders", "new_account")
+_STR_FIELDS = ("user", "pass", "auth_token", "name", "lang", "version", "nkey", "sig", "jwt", "account")
+
+
+class Subscription:
+    """One SUB of a connection (also the item stored in the server's subject trie)."""
+
+    __slots__ = ("subject", "queue", "sid", "delivered", "max_msgs", "client")
+
+    def __init__(self, client: ClientConnection, subject: bytes, queue: bytes, sid: bytes) -> None:
+        self.client = client
+        self.subject = subject
+        self.queue = queue
+        self.sid = sid
+        self.delivered = 0
+        self.max_msgs = 0
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.subject!r} q={self.queue!r} sid={self.sid!r} cid={self.client.cid}>"
+
+
+def _parse_connect(raw: bytes) -> dict[str, Any] | None:
+    """CONNECT JSON read like Go's encoding/json into nats-server's struct: keys matched
+    case-insensitively (last one wins), null ignored, wrong types rejected (None)."""
+    try:
+        doc = json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        k = key.lower()
+        if value is None:
+            continue
+        if k in _BOOL_FIELDS:
+            if not isinstance(value, bool):
+                return None
+        elif k in _STR_FIELDS:
+            if not isinstance(value, str):
+                return None
+        elif k == "protocol":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return None
+        else:
+            continue
+        out[k] = value
+    return out
+
+
+def _conn_label(version: str, lang: str, name: str) -> str:
+    parts = [p for p in (f"v{version}" if version else "", lang, name) if p]
+    return ":".join(parts)
+
+
+class ClientConnection(asyncio.Protocol):
+    """A client connection (see the module docstring)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        opts = server.opts
+        self.cid = 0
+        self.host = ""
+        self.port = 0
+        self.start = datetime.now(UTC)
+        self._last_in = time.time()
+        self._last_out = self._last_in
+        self.rtt: float | None = None
+        self._rtt_start = 0.0
+        self.pings_out = 0
+        self.in_msgs = 0
+        self.out_msgs = 0
+        self.in_bytes = 0
+        self.out_bytes = 0
+        self.subs: dict[bytes, Subscription] = {}
+        self.name = ""
+        self.lang = ""
+        self.version = ""
+        self.user: str | None = None
+        self.account = "$G"
+        self.auth: AuthResult | None = None
+        self.auth_method: str | None = None
+        self.perms: ClientPermissions | None = None
+        self.creds = Credentials()
+        self.tls_info: dict[str, Any] | None = None
+        self.tls_first = False
+        self.closed = False
+        self.closed_reason: str | None = None
+        self.stop: datetime | None = None
+        # CONNECT options (defaults apply before any CONNECT)
+        self.verbose = True
+        self.pedantic = True
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.protocol = 0
+        self.connected = False  # a CONNECT was accepted
+        self.authenticated = False
+        self.first_pong_sent = False
+        self.parser = ClientParser(opts.max_control_line, opts.max_payload)
+        self.transport: Any = None  # where we write: the socket, or the TLS wrapper over it
+        self.raw_transport: Any = None
+        self.out: list[bytes] = []
+        self.out_size = 0
+        self.wbuf = 0  # transport write-buffer size after the last flush
+        self.dirty = False
+        self.max_pending = opts.max_pending
+        self.stall_at = opts.max_pending * 3 // 4  # fast-producer stall threshold
+        self.stall = False  # a receiver of this connection's messages is filling up
+        self._stalled: asyncio.TimerHandle | None = None
+        self.replies: dict[bytes, list[float]] | None = None
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._wd_timer: asyncio.TimerHandle | None = None
+        self._backlog: list[tuple[Any, ...]] | None = None
+        self._reading = False  # set once bytes may be handed to the parser (after TLS setup)
+        self._pending_tls_data = b""
+        self._sniff = False  # allow_non_tls: the first byte decides TLS or plaintext
+        self._fallback_wait = False  # handshake_first with a fallback delay, still waiting
+        self._connect_fields: dict[str, Any] = {}
+        self._ncs = ""  # log prefix "ip:port - cid:N"
+
+    # -- monitoring views --------------------------------------------------------------------
+
+    @property
+    def last_activity(self) -> datetime:
+        return datetime.fromtimestamp(max(self._last_in, self._last_out), UTC)
+
+    @property
+    def pending_bytes(self) -> int:
+        t = self.transport
+        buffered = 0
+        if t is not None and not self.closed:
+            try:
+                buffered = t.get_write_buffer_size()
+            except Exception:  # noqa: BLE001 - a closing transport may refuse
+                buffered = 0
+        return self.out_size + buffered
+
+    @property
+    def kind(self) -> str:
+        return "Client"
+
+    def __repr__(self) -> str:
+        return f"<ClientConnection cid={self.cid} {self.host}:{self.port}>"
+
+    # -- logging -----------------------------------------------------------------------------
+
+    def _prefix(self) -> str:
+        label = _conn_label(self.version, self.lang, self.name)
+        return f'{self._ncs} - "{label}"' if label else self._ncs
+
+    def debug(self, msg: str) -> None:
+        log.debug("%s - %s", self._prefix(), msg)
+
+    def notice(self, msg: str) -> None:
+        log.info("%s - %s", self._prefix(), msg)
+
+    def warn(self, msg: str) -> None:
+        log.warning("%s - %s", self._prefix(), msg)
+
+    def error(self, msg: str) -> None:
+        log.error("%s - %s", self._prefix(), msg)
+
+    def trace(self, msg: str) -> None:
+        log.log(TRACE, "%s - %s", self._prefix(), msg)
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self.server
+        self.raw_transport = transport
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.host, self.port = str(peer[0]), int(peer[1])
+        self.cid = server.next_cid()
+        self._ncs = f"{self.host}:{self.port} - cid:{self.cid}" if ":" not in self.host else f"[{self.host}]:{self.port} - cid:{self.cid}"
+        try:
+            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+        except (AttributeError, NotImplementedError):
+            pass
+        self.debug("Client connection created")
+        if not server.accepting_client(self):
+            return
+        tls = server.tls
+        if tls is not None and server.tls_handshake_first is True:
+            self._start_tls(b"", first=True)
+            return
+        if tls is not None and isinstance(server.tls_handshake_first, float) and server.tls_handshake_first > 0:
+            # wait a little for a ClientHello; with none, go on as an INFO-first connection
+            self._reading = False
+            self._auth_timer = server.loop.call_later(server.tls_handshake_first, self._tls_first_fallback)
+            self._fallback_wait = True
+            return
+        self._after_accept()
+
+    def _after_accept(self) -> None:
+        """Send INFO, then either start TLS (required), wait to sniff (allow_non_tls), or read."""
+        server = self.server
+        self._send_info_now()
+        if not server.register_client(self):
+            return
+        tls = server.tls
+        if tls is not None and server.tls_required:
+            self._start_tls(b"", first=False)
+            return
+        if tls is not None:  # TLS available: the first byte decides
+            self._sniff = True
+        self._begin_session()
+
+    def _tls_first_fallback(self) -> None:
+        self._auth_timer = None
+        if self.closed or not self._fallback_wait:
+            return
+        self._fallback_wait = False
+        self._after_accept()
+
+    def _begin_session(self) -> None:
+        """Plain (or TLS-established) connection ready for protocol: timers and reading."""
+        server = self.server
+        self._reading = True
+        auth = server.authorizer
+        if auth.required:
+            if auth.no_auth_user is None:
+                self.parser.expect_connect = True
+            self._auth_timer = server.loop.call_later(auth.timeout, self._auth_timeout)
+        self._ping_timer = server.loop.call_later(server.opts.ping_interval, self._ping_tick)
+        if self._pending_tls_data:
+            data, self._pending_tls_data = self._pending_tls_data, b""
+            self.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self._reading:
+            if self._fallback_wait:
+                # handshake_first with a fallback delay: bytes arrived in time, so TLS first
+                self._fallback_wait = False
+                if self._auth_timer is not None:
+                    self._auth_timer.cancel()
+                    self._auth_timer = None
+                self._start_tls(data, first=True)
+                return
+            self._pending_tls_data += data
+            return
+        if self._sniff:
+            self._sniff = False
+            from pynatsd.tls.transport import looks_like_tls
+
+            if looks_like_tls(data):
+                self._reading = False
+                if self._auth_timer is not None:
+                    self._auth_timer.cancel()
+                    self._auth_timer = None
+                self._start_tls(data, first=False, registered=True)
+                return
+        self._last_in = time.time()
+        ops = self.parser.feed(data)
+        if self._backlog is not None:
+            self._backlog.extend(ops)
+            return
+        if ops:
+            self._process(ops, 0)
+            if self.stall and not self.closed:
+                self._stall_reading()
+
+    def _stall_reading(self) -> None:
+        """Fast-producer stall: stop reading this publisher for a few ms (others keep going)."""
+        self.stall = False
+        if self._stalled is not None:
+            return
+        try:
+            self.raw_transport.pause_reading()
+        except Exception:  # noqa: BLE001 - closing
+            return
+        self._stalled = self.server.loop.call_later(STALL_DELAY, self._unstall)
+
+    def _unstall(self) -> None:
+        self._stalled = None
+        if not self.closed and self._backlog is None:
+            try:
+                self.raw_transport.resume_reading()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.close(REASON_READ_ERROR if exc is not None else REASON_CLIENT_CLOSED, flush=False)
+
+    def pause_writing(self) -> None:
+        if self.closed or self._wd_timer is not None:
+            return
+        wd = self.server.opts.write_deadline
+        if wd > 0:
+            self._wd_timer = self.server.loop.call_later(wd, self._write_deadline_expired)
+
+    def resume_writing(self) -> None:
+        if self._wd_timer is not None:
+            self._wd_timer.cancel()
+            self._wd_timer = None
+
+    # -- TLS -----------------------------------------------------------------------------------
+
+    def _start_tls(self, initial: bytes, *, first: bool, registered: bool = False) -> None:
+        from pynatsd.tls.transport import start_tls
+
+        server = self.server
+        assert server.tls is not None
+        self._reading = False
+        self.tls_first = first
+        self.debug("Starting TLS client connection handshake")
+
+        def done(tls_transport: Any, err: str | None) -> None:
+            if self.closed:
+                return
+            if tls_transport is None:
+                self.error(f"TLS handshake error: {err}")
+                self.close(REASON_TLS_FAILURE, flush=False)
+                return
+            self.transport = tls_transport
+            try:
+                from pynatsd.tls.identity import tls_info
+
+                self.tls_info = tls_info(tls_transport)
+            except Exception:  # noqa: BLE001 - informational only
+                self.tls_info = None
+            self.debug("TLS handshake complete")
+            if self.tls_info and self.tls_info.get("version"):
+                self.debug(f"TLS version {self.tls_info.get('version')}, cipher suite {self.tls_info.get('cipher_suite')}")
+            if first:
+                self._send_info_now()
+                if not server.register_client(self):
+                    return
+            self._begin_session()
+
+        start_tls(
+            self.raw_transport,
+            server.tls,
+            self,
+            timeout=server.opts.tls.timeout if server.opts.tls is not None else 2.0,
+            on_done=done,
+            initial_data=initial,
+        )
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _send_info_now(self) -> None:
+        self.enqueue(self.server.info_for(self))
+        self.flush()
+
+    def enqueue(self, data: bytes) -> None:
+        """Queue bytes for this connection; written at the end of the event-loop turn."""
+        if self.closed:
+            return
+        self.out.append(data)
+        self.out_size += len(data)
+        if not self.dirty:
+            self.dirty = True
+            self.server.mark_dirty(self)
+
+    def send_err(self, text: str) -> None:
+        if self.server.trace:
+            self.trace(f"->> [-ERR {text}]")
+        self.enqueue(wire.err_line(text))
+
+    def flush(self) -> None:
+        """Write everything queued (one write per call)."""
+        self.dirty = False
+        out = self.out
+        if not out or self.closed or self.transport is None:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.out_size = 0
+        self._last_out = time.time()
+        t = self.transport
+        try:
+            t.write(data)
+            self.wbuf = t.get_write_buffer_size()
+        except Exception as e:  # noqa: BLE001 - any transport failure is a write error
+            self.debug(f"Error flushing: {e}")
+            self.close(REASON_WRITE_ERROR, flush=False)
+
+    def _pending_high(self, producer: ClientConnection) -> None:
+        """out_size + wbuf passed 3/4 of max_pending: refresh the transport's buffer size; over
+        max_pending the connection is a slow consumer and dropped at once, otherwise the
+        producer is stalled briefly so a subscriber that does read can catch up."""
+        t = self.transport
+        try:
+            self.wbuf = t.get_write_buffer_size() if t is not None else 0
+        except Exception:  # noqa: BLE001
+            self.wbuf = 0
+        pending = self.out_size + self.wbuf
+        if pending > self.max_pending:
+            self.server.stats.slow_consumers += 1
+            self.notice(f"Slow Consumer Detected: MaxPending of {self.max_pending} Exceeded")
+            self.close(REASON_SLOW_PENDING, flush=False)
+        elif pending > self.stall_at and producer is not self:
+            producer.stall = True
+
+    def _write_deadline_expired(self) -> None:
+        self._wd_timer = None
+        if self.closed:
+            return
+        self.server.stats.slow_consumers += 1
+        wd = self.server.opts.write_deadline
+        self.notice(f"Slow Consumer Detected: WriteDeadline of {wd:g}s exceeded with {self.pending_bytes} total bytes pending")
+        self.close(REASON_SLOW_DEADLINE, flush=False)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self, reason: str, err: str | None = None, flush: bool = True) -> None:
+        """Close the connection: optional -ERR, flush (unless told not to), unregister."""
+        if self.closed:
+            return
+        if err is not None:
+            self.send_err(err)
+        if flush:
+            self.flush()
+        self.closed = True
+        self.closed_reason = reason
+        self.stop = datetime.now(UTC)
+        for timer in (self._auth_timer, self._ping_timer, self._wd_timer, self._stalled):
+            if timer is not None:
+                timer.cancel()
+        self._auth_timer = self._ping_timer = self._wd_timer = self._stalled = None
+        self._backlog = None
+        self.out.clear()
+        self.out_size = 0
+        t = self.transport
+        if t is not None:
+            try:
+                if flush:
+                    t.close()
+                else:
+                    t.abort()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            if t is not self.raw_transport and self.raw_transport is not None and not flush:
+                try:
+                    self.raw_transport.abort()
+                except Exception:  # noqa: BLE001
+                    pass
+        elif self.raw_transport is not None:
+            self.raw_transport.abort()
+        sublist = self.server.sublist
+        for sub in self.subs.values():
+            sublist.remove(sub.subject, sub.queue, sub)
+        self.debug(f"Client connection closed: {reason}")
+        self.server.client_closed(self)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _auth_timeout(self) -> None:
+        self._auth_timer = None
+        if self.closed or self.authenticated:
+            return
+        self.debug("Authentication Timeout")
+        self.close(REASON_AUTH_TIMEOUT, wire.ERR_AUTH_TIMEOUT)
+
+    def _set_ping_timer(self, delay: float) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+        self._ping_timer = self.server.loop.call_later(delay, self._ping_tick)
+
+    def _ping_tick(self) -> None:
+        self._ping_timer = None
+        if self.closed:
+            return
+        opts = self.server.opts
+        interval = opts.ping_interval
+        now = time.time()
+        need_rtt = self.rtt is None or now - self._rtt_start > RTT_MEASUREMENT_INTERVAL
+        if not need_rtt and now - self._last_in < interval:
+            self._set_ping_timer(interval)
+            return
+        if self.pings_out + 1 > opts.ping_max:
+            self.server.stats.stale_connections += 1
+            self.debug("Stale Client Connection - Closing")
+            self.close(REASON_STALE, wire.ERR_STALE)
+            return
+        self.pings_out += 1
+        self._rtt_start = now
+        if self.server.trace:
+            self.trace("->> [PING]")
+        self.enqueue(_PING)
+        self._set_ping_timer(interval)
+
+    # -- op processing ---------------------------------------------------------------------------
+
+    def _process(self, ops: list[tuple[Any, ...]], i: int) -> None:
+        trace = self.server.trace
+        n = len(ops)
+        while i < n:
+            op = ops[i]
+            i += 1
+            kind = op[0]
+            if kind == OP_PUB:
+                if trace:
+                    self._trace_in("PUB", op[1], op[2], op[3], payload=op[4])
+                self._publish(op[1], op[2], op[3], op[4], None, 0, None)
+            elif kind == OP_HPUB:
+                if trace:
+                    self._trace_in("HPUB", op[1], op[2], op[3], op[4], payload=op[6])
+                self._publish(op[1], op[2], op[4], op[6], op[3], op[5], None)
+            elif kind == OP_SUB:
+                if trace:
+                    self._trace_in("SUB", op[1], op[2], op[3])
+                self._subscribe(op[1], op[2], op[3])
+            elif kind == OP_PING:
+                if trace:
+                    self.trace("<<- [PING]")
+                self._ping()
+            elif kind == OP_PONG:
+                if trace:
+                    self.trace("<<- [PONG]")
+                self._pong()
+            elif kind == OP_UNSUB:
+                if trace:
+                    self.trace(f"<<- [UNSUB {op[1].decode('utf-8', 'replace')}{' ' + str(op[2]) if op[2] else ''}]")
+                self._unsubscribe(op[1], op[2])
+            elif kind == OP_CONNECT:
+                if trace:
+                    self.trace(f"<<- [CONNECT {_redact_connect(op[1])}]")
+                if self._connect(op[1]) and not self.closed:
+                    # authentication waits on bcrypt: park the rest until it is decided
+                    self._backlog = list(ops[i:])
+                    return
+            elif kind == OP_CLOSE:
+                err, reason = op[1], op[2]
+                if err is not None:
+                    if reason == REASON_PROTOCOL_VIOLATION:
+                        self.error("Client parser ERROR")
+                    elif reason == REASON_AUTH_FAILURE:
+                        self.error("Authorization Violation")
+                    else:
+                        self.error(err)
+                self.close(reason, err)
+                return
+            elif kind == OP_INFO:
+                try:
+                    json.loads(op[1].decode("utf-8", "replace"))
+                except ValueError:
+                    self.close(REASON_PROTOCOL_VIOLATION)
+                    return
+            elif kind == OP_OK:
+                pass
+            elif kind == OP_ERR:
+                self.error(f"Client Error {op[1].decode('utf-8', 'replace')}")
+                self.close(REASON_PARSE_ERROR, flush=True)
+                return
+            if self.closed:
+                return
+
+    def _trace_in(self, name: str, *args: bytes, payload: bytes | None = None) -> None:
+        parts = [a.decode("utf-8", "replace") for a in args if a]
+        self.trace(f"<<- [{name} {' '.join(parts)}]")
+        if payload is not None:
+            self.trace(f"<<- MSG_PAYLOAD: [{_trace_payload(payload, self.server.opts.max_traced_msg_len)}]")
+
+    def _require_auth(self) -> bool:
+        """Before CONNECT with auth required: only no_auth_user lets ops through."""
+        auth = self.server.authorizer
+        if not auth.required or self.authenticated:
+            return True
+        if auth.no_auth_user is not None:
+            result = auth.authenticate(Credentials())
+            if isinstance(result, AuthResult):
+                self._apply_auth(result)
+                return True
+        self.error("Authorization Violation")
+        self.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
+        return False
+
+    # CONNECT ------------------------------------------------------------------------------------
+
+    def _connect(self, raw: bytes) -> bool:
+        """Handle CONNECT. Returns True when the decision waits on a bcrypt check."""
+        fields = _parse_connect(raw)
+        if fields is None:
+            self.close(REASON_PROTOCOL_VIOLATION)
+            return False
+        g = fields.get
+        self.verbose = g("verbose", self.verbose)
+        self.pedantic = g("pedantic", self.pedantic)
+        self.echo = g("echo", self.echo)
+        self.headers = g("headers", self.headers)
+        self.no_responders = g("no_responders", self.no_responders)
+        self.protocol = g("protocol", self.protocol)
+        self.name = g("name", self.name)
+        self.lang = g("lang", self.lang)
+        self.version = g("version", self.version)
+        self.creds = Credentials(
+            user=g("user", self.creds.user),
+            password=g("pass", self.creds.password),
+            token=g("auth_token", self.creds.token),
+            nkey=g("nkey", self.creds.nkey),
+            jwt=g("jwt", self.creds.jwt),
+        )
+        self._connect_fields = fields
+        server = self.server
+        auth = server.authorizer
+        decision = auth.authenticate(
+            self.creds,
+            self._cert_identities() if server.tls_map_users else None,
+            map_users=server.tls_map_users,
+            dn_match=self._dn_matcher() if server.tls_map_users else None,
+        )
+        if isinstance(decision, BcryptCheck):
+            check = decision
+            transport = self.raw_transport
+            try:
+                transport.pause_reading()
+            except Exception:  # noqa: BLE001
+                pass
+            fut = server.loop.run_in_executor(None, check.verify)
+            fut.add_done_callback(self._bcrypt_done)
+            return True
+        self._connect_finish(decision)
+        return False
+
+    def _bcrypt_done(self, fut: asyncio.Future[AuthResult | None]) -> None:
+        if self.closed:
+            return
+        try:
+            result = fut.result()
+        except Exception:  # noqa: BLE001 - a failed check is a refusal
+            result = None
+        backlog = self._backlog or []
+        self._backlog = None
+        try:
+            self.raw_transport.resume_reading()
+        except Exception:  # noqa: BLE001
+            pass
+        self._connect_finish(result)
+        if not self.closed and backlog:
+            self._process(backlog, 0)
+
+    def _connect_finish(self, result: AuthResult | None) -> None:
+        server = self.server
+        fields = self._connect_fields
+        if server.authorizer.required and result is None:
+            user = self.creds.user
+            self.error(f'authentication error - User "{user}"' if user else "authentication error")
+            self.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
+            return
+        if result is not None:
+            self._apply_auth(result)
+        if fields.get("account") or fields.get("new_account"):
+            self.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
+            return
+        if self.protocol not in (0, 1):
+            self.close(REASON_BAD_PROTOCOL, wire.ERR_INVALID_PROTOCOL)
+            return
+        if self.no_responders and not self.headers:
+            self.close(REASON_NO_RESPONDERS_HEADERS, wire.ERR_NO_RESPONDERS_HEADERS)
+            return
+        self.parser.headers = self.headers and server.headers_supported
+        if not server.headers_supported:
+            self.headers = False
+        if self.verbose:
+            self.enqueue(_OK)
+        if not self.connected:
+            self.connected = True
+            interval = server.opts.ping_interval
+            first = min(interval, FIRST_PING_INTERVAL)
+            self._set_ping_timer(first + random.random() * first * 0.2)
+
+    def _apply_auth(self, result: AuthResult) -> None:
+        self.auth = result
+        self.authenticated = True
+        self.auth_method = result.method
+        self.user = result.username
+        self.account = result.account
+        self.perms = result.permissions
+        if self.perms is not None and self.perms.responses is not None:
+            self.replies = {}
+        else:
+            self.replies = None
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+
+    def _cert_identities(self) -> list[str] | None:
+        """Identities of the client certificate (verify_and_map), via the TLS layer."""
+        if not self.tls_info:
+            return None
+        certs = self.tls_info.get("peer_certs") or []
+        if not certs:
+            return None
+        try:
+            from pynatsd.tls.identity import cert_identities
+
+            return list(cert_identities(certs[0]))
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _dn_matcher(self) -> Any:
+        if not self.tls_info:
+            return None
+        certs = self.tls_info.get("peer_certs") or []
+        if not certs:
+            return None
+        try:
+            from pynatsd.tls import identity
+        except ImportError:
+            return None
+        matcher = getattr(identity, "dn_match", None)
+        if matcher is None:
+            return None
+        cert = certs[0]
+        return lambda names: matcher(cert, names)
+
+    # PING / PONG --------------------------------------------------------------------------------
+
+    def _ping(self) -> None:
+        if not self.authenticated and not self._require_auth():
+            return
+        self.enqueue(_PONG)
+        if self.server.trace:
+            self.trace("->> [PONG]")
+        if not self.connected:
+            return
+        if not self.first_pong_sent:
+            self.first_pong_sent = True
+            if self.protocol >= 1:
+                self.enqueue(self.server.info_for(self, connect_info=True))
+
+    def _pong(self) -> None:
+        if not self.authenticated and not self._require_auth():
+            return
+        self.pings_out = 0
+        if self._rtt_start:
+            self.rtt = max(time.time() - self._rtt_start, 0.0)
+
+    # SUB / UNSUB ----------------------------------------------------------------------------
+
+    def _subscribe(self, subject: bytes, queue: bytes, sid: bytes) -> None:
+        if not self.authenticated and not self._require_auth():
+            return
+        server = self.server
+        perms = self.perms
+        if queue == b"_sys_" or (perms is not None and not perms.can_subscribe(subject, queue)):
+            text = wire.sub_violation(subject, queue or None)
+            self.error(text)
+            self.send_err(text)
+            return
+        opts = server.opts
+        if opts.max_sub_tokens > 0 and num_tokens(subject) > opts.max_sub_tokens:
+            text = wire.sub_tokens_violation(subject)
+            self.error(text)
+            self.send_err(text)
+            return
+        if opts.max_subscriptions > 0 and len(self.subs) >= opts.max_subscriptions:
+            self.error(f"Maximum Subscriptions Exceeded ({opts.max_subscriptions})")
+            self.send_err(wire.ERR_MAX_SUBS)
+            return
+        if not valid_subscribe_subject(subject):
+            self.send_err(wire.ERR_INVALID_SUBJECT)
+            return
+        if sid not in self.subs:
+            sub = Subscription(self, subject, queue, sid)
+            self.subs[sid] = sub
+            server.sublist.insert(subject, queue, sub)
+        if self.verbose:
+            self.enqueue(_OK)
+
+    def _unsubscribe(self, sid: bytes, max_msgs: int) -> None:
+        if not self.authenticated and not self._require_auth():
+            return
+        sub = self.subs.get(sid)
+        if sub is not None:
+            if max_msgs > 0 and max_msgs > sub.delivered:
+                sub.max_msgs = max_msgs
+            else:
+                self.remove_sub(sub)
+        if self.verbose:
+            self.enqueue(_OK)
+
+    def remove_sub(self, sub: Subscription) -> None:
+        if self.subs.get(sub.sid) is sub:
+            del self.subs[sub.sid]
+            self.server.sublist.remove(sub.subject, sub.queue, sub)
+            if self.server.trace:
+                self.trace(f"<-> [DELSUB {sub.sid.decode('utf-8', 'replace')}]")
+
+    # PUB / HPUB -----------------------------------------------------------------------------
+
+    def _publish(
+        self,
+        subject: bytes,
+        reply: bytes,
+        size_digits: bytes,
+        data: bytes,
+        hdr_digits: bytes | None,
+        hdr_len: int,
+        _unused: None,
+    ) -> None:
+        if not self.authenticated and not self._require_auth():
+            return
+        # pedantic subject check: an -ERR, but the message still goes out
+        if self.pedantic and not valid_publish_subject(subject):
+            self.send_err(wire.ERR_INVALID_PUB_SUBJECT)
+        size = len(data)
+        self.in_msgs += 1
+        self.in_bytes += size
+        stats = self.server.stats
+        stats.in_msgs += 1
+        stats.in_bytes += size
+        c0 = subject[0] if subject else 0
+        if c0 == 95 and subject.startswith(b"_GR_."):  # '_'
+            self._pub_denied(subject)
+            return
+        perms = self.perms
+        if perms is not None and not perms.can_publish(subject) and not self._reply_allowed(subject):
+            self._pub_denied(subject)
+            return
+        if c0 == 36 and subject.startswith(b"$NRG.") and not self.server.is_system_account(self.account):  # '$'
+            self._pub_denied(subject)
+            return
+        if reply:
+            r0 = reply[0]
+            if (r0 == 95 and (reply.startswith(b"_R_.") or reply.startswith(b"_GR_."))) or (
+                r0 == 36 and reply.startswith(b"$JS.ACK.")
+            ):
+                text = wire.pub_reply_violation(reply)
+                self.error(text)
+                self.send_err(text)
+                return
+        if self.verbose:
+            self.enqueue(_OK)
+        if hdr_digits is not None and hdr_len == 0:
+            hdr_digits = None  # HPUB with an empty header block goes out as a plain MSG
+        if not self._route(subject, reply, size_digits, data, hdr_digits, hdr_len) and reply and self.no_responders:
+            self._send_no_responders(subject, reply)
+
+    def _pub_denied(self, subject: bytes) -> None:
+        text = wire.pub_violation(subject)
+        self.error(text)
+        self.send_err(text)
+
+    def _reply_allowed(self, subject: bytes) -> bool:
+        """allow_responses: may this client publish to a reply subject it received?"""
+        replies = self.replies
+        if not replies:
+            return False
+        entry = replies.get(subject)
+        if entry is None:
+            return False
+        perms = self.perms
+        assert perms is not None and perms.responses is not None
+        max_msgs, expires = normalize_response_permission(perms.responses)
+        entry[1] += 1
+        if (max_msgs > 0 and entry[1] > max_msgs) or (expires > 0 and time.time() - entry[0] > expires):
+            del replies[subject]
+            return False
+        if max_msgs > 0 and entry[1] >= max_msgs:
+            del replies[subject]
+        return True
+
+    def _record_reply(self, reply: bytes) -> None:
+        replies = self.replies
+        if replies is None:
+            return
+        if len(replies) > REPLY_PRUNE_THRESHOLD:
+            perms = self.perms
+            if perms is not None and perms.responses is not None:
+                _, expires = normalize_response_permission(perms.responses)
+                if expires > 0:
+                    cutoff = time.time() - expires
+                    for k in [k for k, v in replies.items() if v[0] < cutoff]:
+                        del replies[k]
+        replies[reply] = [time.time(), 0]
+
+    def _route(
+        self, subject: bytes, reply: bytes, size_digits: bytes, data: bytes, hdr_digits: bytes | None, hdr_len: int
+    ) -> bool:
+        """Deliver to every matching subscription (one per queue group). True if any got it."""
+        server = self.server
+        result = server.sublist.match(subject)
+        targets = result.plain
+        queues = result.queues
+        echo = self.echo
+        if queues:
+            # one member per group: random start, then ring order past members that can't take it
+            targets = list(targets)
+            for group in queues:
+                n = len(group)
+                start = int(random.random() * n) if n > 1 else 0
+                for k in range(n):
+                    sub = group[(start + k) % n]
+                    c = sub.client
+                    if c.closed or (c is self and not echo):
+                        continue
+                    if c.perms is not None and not c.perms.can_deliver(subject):
+                        continue
+                    if sub.max_msgs and sub.delivered >= sub.max_msgs:
+                        continue
+                    targets.append(sub)
+                    break
+        if not targets:
+            return False
+        size = len(data)
+        if hdr_digits is None:
+            head = b"MSG " + subject + b" "
+            tail = (b" " + reply + b" " if reply else b" ") + size_digits + _CRLF + data + _CRLF
+        else:
+            head = b"HMSG " + subject + b" "
+            tail = (b" " + reply + b" " if reply else b" ") + hdr_digits + b" " + size_digits + _CRLF + data + _CRLF
+        head_nh = b""  # receivers without headers get the payload only (built on first use)
+        tail_nh = b""
+        base = len(head) + len(tail)
+        trace = server.trace
+        delivered = 0
+        out_bytes = 0
+        expired: list[Subscription] | None = None
+        for sub in targets:
+            c = sub.client
+            if c.closed or (c is self and not echo):
+                continue
+            cperms = c.perms
+            if cperms is not None:
+                if cperms.deliver_deny is not None and not cperms.can_deliver(subject):
+                    continue
+            max_msgs = sub.max_msgs
+            if max_msgs and sub.delivered >= max_msgs:
+                continue
+            if hdr_digits is None or c.headers:
+                h = head
+                t = tail
+                nbytes = base
+                msize = size
+            else:
+                if not head_nh:
+                    msize = size - hdr_len
+                    head_nh = b"MSG " + subject + b" "
+                    tail_nh = (
+                        (b" " + reply + b" " if reply else b" ") + str(msize).encode() + _CRLF + data[hdr_len:] + _CRLF
+                    )
+                h = head_nh
+                t = tail_nh
+                nbytes = len(h) + len(t)
+                msize = size - hdr_len
+            sid = sub.sid
+            out = c.out
+            out.append(h)
+            out.append(sid)
+            out.append(t)
+            c.out_size += nbytes + len(sid)
+            c.out_msgs += 1
+            c.out_bytes += msize
+            out_bytes += msize
+            delivered += 1
+            sub.delivered += 1
+            if reply and c.replies is not None:
+                c._record_reply(reply)
+            if trace:
+                c.trace(f"->> [{(h + sid + t[: t.index(_CRLF)]).decode('utf-8', 'replace')}]")
+            if not c.dirty:
+                c.dirty = True
+                server.mark_dirty(c)
+            if c.out_size + c.wbuf > c.stall_at:
+                c._pending_high(self)
+            if max_msgs and sub.delivered >= max_msgs:
+                if expired is None:
+                    expired = []
+                expired.append(sub)
+        if expired is not None:
+            for sub in expired:
+                sub.client.remove_sub(sub)
+        if delivered:
+            stats = server.stats
+            stats.out_msgs += delivered
+            stats.out_bytes += out_bytes
+            return True
+        return False
+
+    def _send_no_responders(self, subject: bytes, reply: bytes) -> None:
+        """503 to the publisher on its own plain subscription matching the reply subject."""
+        for sub in self.server.sublist.match(reply).plain:
+            if sub.client is self:
+                msg = wire.no_responders_hmsg(reply, sub.sid, subject)
+                if self.server.trace:
+                    self.trace(f"->> [{msg[: msg.index(_CRLF)].decode('utf-8', 'replace')}]")
+                self.enqueue(msg)
+                self.out_msgs += 1
+                return
+
+    # server-initiated -----------------------------------------------------------------------
+
+    def send_lame_duck_info(self) -> None:
+        if self.protocol >= 1 and self.first_pong_sent and not self.closed:
+            self.enqueue(self.server.info_for(self, ldm=True))
+
+
+def _redact_connect(raw: bytes) -> str:
+    """CONNECT JSON for trace logs with secrets replaced, as nats-server does."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(doc, dict):
+        return text
+    changed = False
+    for key in list(doc):
+        if key.lower() in ("pass", "auth_token", "sig", "jwt") and doc[key]:
+            doc[key] = "[REDACTED]"
+            changed = True
+    if not changed:
+        return text
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _trace_payload(payload: bytes, limit: int) -> str:
+    if limit > 0 and len(payload) > limit:
+        return wire.go_quote(payload[:limit]) + "..."
+    return wire.go_quote(payload)

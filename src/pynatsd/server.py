@@ -1,0 +1,738 @@
+"""Server: lifecycle, the client listener, the client registry, output flushing, lame duck,
+reload hook, and ``run_server`` (logging, uvloop, pid and ports files, signals).
+
+The server owns the subscription trie shared by all connections and the set of connections with
+output queued in this event-loop turn: ``mark_dirty`` registers one and a single
+``loop.call_soon`` callback writes each of them once, so a publish fanning out to many
+subscribers costs one write per subscriber connection per turn, not one per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import json
+import logging
+import os
+import platform
+import random
+import secrets
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pynatsd import NATS_SERVER_COMPAT_VERSION, __version__
+from pynatsd.auth import Authorizer, BcryptCheck
+from pynatsd.client import (
+    REASON_AUTH_FAILURE,
+    REASON_CLIENT_CLOSED,
+    REASON_MAX_CONNECTIONS,
+    REASON_SHUTDOWN,
+    ClientConnection,
+    Subscription,
+)
+from pynatsd.config.options import RANDOM_PORT, ServerOptions
+from pynatsd.errors import ConfigError
+from pynatsd.log import configure_logging, reopen_log_file
+from pynatsd.protocol import wire
+from pynatsd.subjects import SubjectTrie
+
+log = logging.getLogger("pynatsd")
+
+PROTO_VERSION = 1
+SYSTEM_ACCOUNT = "$SYS"
+_NKEY_PREFIX_SERVER = 13 << 3  # nkeys' prefix byte for server keys: base32 starts with 'N'
+_NKEY_PREFIX_CURVE = 23 << 3  # curve (x25519) keys: base32 starts with 'X'
+# JetStream API level nats-server 2.15 reports in INFO; clients read it only to gate JetStream
+# API features, and without "jetstream" in INFO they never use JetStream here.
+API_LEVEL = 5
+
+
+def _nkey_encode(prefix: int, key: bytes) -> str:
+    raw = bytes([prefix]) + key
+    crc = binascii.crc_hqx(raw, 0)
+    return base64.b32encode(raw + crc.to_bytes(2, "little")).decode().rstrip("=")
+
+
+def make_server_id() -> str:
+    """A fresh server id shaped like a server public NKEY: 56 base32 chars starting with 'N'
+    (prefix byte + 32 random bytes + CRC16, as nkeys encodes a public key)."""
+    return _nkey_encode(_NKEY_PREFIX_SERVER, secrets.token_bytes(32))
+
+
+def make_xkey() -> str:
+    """The server's x25519 public key in nkeys form ('X...'), as nats-server sends in INFO
+    ``xkey`` (a fresh key pair per start; the private half is not used: no auth callout)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    pub = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return _nkey_encode(_NKEY_PREFIX_CURVE, pub)
+
+
+def _read_git_commit() -> str:
+    """Short commit of the source tree pynatsd runs from (INFO ``git_commit``), or ""."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for up in (os.path.join(here, "..", ".."), os.path.join(here, "..")):
+        gitdir = os.path.normpath(os.path.join(up, ".git"))
+        try:
+            with open(os.path.join(gitdir, "HEAD"), encoding="ascii") as f:
+                head = f.read().strip()
+            if not head.startswith("ref: "):
+                return head[:7]
+            ref = head[5:]
+            ref_path = os.path.join(gitdir, ref)
+            if os.path.exists(ref_path):
+                with open(ref_path, encoding="ascii") as f:
+                    return f.read().strip()[:7]
+            with open(os.path.join(gitdir, "packed-refs"), encoding="ascii") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[1] == ref:
+                        return parts[0][:7]
+        except OSError:
+            continue
+    return ""
+
+
+GIT_COMMIT = _read_git_commit()
+
+
+def go_field() -> str:
+    """The INFO ``go`` field: clients only display it, so say what really runs."""
+    impl = platform.python_implementation()
+    v = sys.version_info
+    return f"pynatsd {__version__} / {impl} {v.major}.{v.minor}"
+
+
+class ServerStats:
+    """Server-wide counters (read by /varz)."""
+
+    __slots__ = (
+        "in_msgs",
+        "out_msgs",
+        "in_bytes",
+        "out_bytes",
+        "slow_consumers",
+        "total_connections",
+        "stale_connections",
+    )
+
+    def __init__(self) -> None:
+        self.in_msgs = 0
+        self.out_msgs = 0
+        self.in_bytes = 0
+        self.out_bytes = 0
+        self.slow_consumers = 0
+        self.total_connections = 0
+        self.stale_connections = 0
+
+
+@dataclass
+class ClosedClient:
+    """What /connz?state=closed shows about a connection that has gone."""
+
+    cid: int
+    host: str
+    port: int
+    start: datetime
+    stop: datetime
+    last_activity: datetime
+    rtt: float | None
+    in_msgs: int
+    out_msgs: int
+    in_bytes: int
+    out_bytes: int
+    subs: dict[bytes, Subscription]
+    name: str
+    lang: str
+    version: str
+    user: str | None
+    account: str
+    tls_info: dict[str, Any] | None
+    closed_reason: str
+    auth_method: str | None = None
+    tls_first: bool = False
+    pending_bytes: int = 0
+    kind: str = "Client"
+
+    @property
+    def reason(self) -> str:
+        return self.closed_reason
+
+    @classmethod
+    def of(cls, c: ClientConnection) -> ClosedClient:
+        return cls(
+            cid=c.cid,
+            host=c.host,
+            port=c.port,
+            start=c.start,
+            stop=c.stop or datetime.now(UTC),
+            last_activity=c.last_activity,
+            rtt=c.rtt,
+            in_msgs=c.in_msgs,
+            out_msgs=c.out_msgs,
+            in_bytes=c.in_bytes,
+            out_bytes=c.out_bytes,
+            subs=dict(c.subs),
+            name=c.name,
+            lang=c.lang,
+            version=c.version,
+            user=c.user,
+            account=c.account,
+            tls_info=c.tls_info,
+            closed_reason=c.closed_reason or "",
+            auth_method=c.auth_method,
+            tls_first=c.tls_first,
+        )
+
+
+# Options a reload may not change (nats-server's field names in the error text).
+_NOT_RELOADABLE: dict[str, str] = {
+    "host": "Host",
+    "port": "Port",
+    "server_name": "ServerName",
+    "http_host": "HTTPHost",
+    "http_port": "HTTPPort",
+    "https_port": "HTTPSPort",
+    "http_base_path": "HTTPBasePath",
+    "max_subscriptions": "MaxSubs",
+    "max_pending": "MaxPending",
+    "max_sub_tokens": "MaxSubTokens",
+    "lame_duck_duration": "LameDuckDuration",
+    "lame_duck_grace_period": "LameDuckGracePeriod",
+    "allow_non_tls": "AllowNonTLS",
+    "no_header_support": "NoHeaderSupport",
+}
+
+
+class Server:
+    """A NATS server (client port, optional monitoring). See the module docstring."""
+
+    def __init__(self, opts: ServerOptions, *, manage_logging: bool = False) -> None:
+        self.opts = opts
+        self.server_id = make_server_id()
+        self.xkey = make_xkey()
+        self.server_name = opts.server_name or self.server_id
+        self.start_time = datetime.now(UTC)
+        self.config_load_time = self.start_time
+        self.clients: dict[int, ClientConnection] = {}
+        self.closed_clients: collections.deque[ClosedClient] = collections.deque(maxlen=max(opts.max_closed_clients, 0))
+        self.sublist: SubjectTrie[Subscription] = SubjectTrie()
+        self.stats = ServerStats()
+        self.port = 0
+        self.http_port = 0
+        self.monitor: Any = None
+        self.tls: Any = None  # pynatsd.tls.context.ServerTLS when the client port has TLS
+        self.tls_required = False
+        self.tls_verify = False
+        self.tls_available = False
+        self.tls_map_users = False
+        self.tls_handshake_first: bool | float = False
+        self.authorizer = Authorizer(opts.auth, opts.tls)
+        self.trace = opts.trace or opts.trace_verbose
+        self.headers_supported = not opts.no_header_support
+        self.manage_logging = manage_logging
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
+        self.lame_duck_mode = False
+        self.running = False
+        self._cid = 0
+        self._dirty: list[ClientConnection] = []
+        self._flush_scheduled = False
+        self._listeners: list[asyncio.base_events.Server] = []
+        self._shutting_down = False
+        self._stopped: asyncio.Event | None = None
+        self._ldm_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Bind the listeners and start serving. Raises ConfigError or OSError."""
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        opts = self.opts
+        log.info("Starting nats-server")
+        log.info("  Version:  %s", NATS_SERVER_COMPAT_VERSION)
+        log.info("  pynatsd:  %s", __version__)
+        log.debug("  Runtime:  %s", go_field())
+        log.info("  Name:     %s", self.server_name)
+        log.info("  ID:       %s", self.server_id)
+        for w in opts.warnings:
+            log.warning("%s", w)
+        if opts.config_file:
+            log.info("Using configuration file: %s", opts.config_file)
+        self._setup_tls()
+        port = 0 if opts.port == RANDOM_PORT else opts.port
+        try:
+            srv = await self.loop.create_server(
+                lambda: ClientConnection(self), opts.host or None, port, reuse_address=True, backlog=4096
+            )
+        except OSError as e:
+            log.critical("Error listening on port: %s:%s, %s", opts.host, opts.port, e)
+            raise
+        self._listeners.append(srv)
+        sock = srv.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        self.running = True
+        await self._start_monitoring()
+        if self.tls is not None:
+            log.info("TLS %s for client connections", "required" if self.tls_required else "available")
+        log.info("Listening for client connections on %s", _hostport(opts.host, self.port))
+        if self.tls is not None and self.tls_handshake_first is True:
+            log.warning('Clients that are not using "TLS Handshake First" option will fail to connect')
+        log.info("Server is ready")
+
+    def _setup_tls(self) -> None:
+        opts = self.opts
+        tlso = opts.tls
+        if tlso is None:
+            return
+        from pynatsd.tls.context import build_server_context
+
+        self.tls = build_server_context(tlso, fips=opts.fips, where="tls")
+        self.tls_handshake_first = tlso.handshake_first
+        self.tls_required = (not opts.allow_non_tls) or tlso.handshake_first is True
+        self.tls_available = not self.tls_required
+        self.tls_verify = bool(getattr(self.tls, "verify", tlso.verify or tlso.verify_and_map))
+        self.tls_map_users = bool(getattr(self.tls, "map_users", tlso.verify_and_map))
+
+    async def _start_monitoring(self) -> None:
+        opts = self.opts
+        if not (opts.http_port or opts.https_port):
+            return
+        try:
+            from pynatsd.monitor.http import MonitorServer
+        except ImportError:
+            return
+        self.monitor = MonitorServer(self)
+        await self.monitor.start()
+        port = getattr(self.monitor, "port", 0)
+        if port and not self.http_port:
+            self.http_port = int(port)
+
+    async def shutdown(self) -> None:
+        """Stop listening, close every client (reason Server Shutdown), stop monitoring."""
+        if self._shutting_down:
+            if self._stopped is not None:
+                await self._stopped.wait()
+            return
+        self._shutting_down = True
+        log.info("Initiating Shutdown...")
+        task = self._ldm_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+        for srv in self._listeners:
+            srv.close()
+        log.debug("Client accept loop exiting..")
+        for c in list(self.clients.values()):
+            c.close(REASON_SHUTDOWN)
+        if self.monitor is not None:
+            with contextlib.suppress(Exception):
+                await self.monitor.stop()
+        for srv in self._listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(srv.wait_closed(), 2.0)
+        self._listeners.clear()
+        self.running = False
+        log.info("Server Exiting..")
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def wait_for_shutdown(self) -> None:
+        assert self._stopped is not None, "start() first"
+        await self._stopped.wait()
+
+    # -- lame duck -----------------------------------------------------------------------------
+
+    def lame_duck(self) -> asyncio.Task[None]:
+        """Enter lame-duck mode (SIGUSR2): stop accepting, tell clients, evict them, shut down."""
+        if self._ldm_task is None:
+            self._ldm_task = self.loop.create_task(self._lame_duck())
+        return self._ldm_task
+
+    async def _lame_duck(self) -> None:
+        if self._shutting_down:
+            return
+        self.lame_duck_mode = True
+        opts = self.opts
+        log.info("Entering lame duck mode, stop accepting new clients")
+        for srv in self._listeners:
+            srv.close()
+        clients = list(self.clients.values())
+        if not clients:
+            await self.shutdown()
+            return
+        for c in clients:
+            c.send_lame_duck_info()
+        grace = max(opts.lame_duck_grace_period, 0.0)
+        duration = opts.lame_duck_duration - grace
+        if duration <= 0:
+            duration = 1.0
+        if grace > 0:
+            log.info("Waiting %ss before starting to evict clients", f"{grace:g}")
+            await asyncio.sleep(grace)
+        clients = list(self.clients.values())
+        if clients:
+            log.info("Closing existing clients")
+            interval = min(duration / len(clients), 1.0)
+            for c in clients:
+                c.close(REASON_SHUTDOWN)
+                if interval > 0.001:
+                    await asyncio.sleep(random.uniform(interval / 2, interval))
+        await self.shutdown()
+
+    # -- connection registry ---------------------------------------------------------------------
+
+    def next_cid(self) -> int:
+        self._cid += 1
+        return self._cid
+
+    def accepting_client(self, client: ClientConnection) -> bool:
+        """False (and the connection closed) when the server no longer takes clients."""
+        if self._shutting_down or self.lame_duck_mode:
+            client.close(REASON_SHUTDOWN, flush=False)
+            return False
+        return True
+
+    def register_client(self, client: ClientConnection) -> bool:
+        """After INFO: the max_connections check, then the client counts as connected."""
+        mc = self.opts.max_connections
+        if mc < 0 or (mc > 0 and len(self.clients) >= mc):
+            client.error(wire.ERR_MAX_CONNECTIONS)
+            client.close(REASON_MAX_CONNECTIONS, wire.ERR_MAX_CONNECTIONS)
+            return False
+        self.clients[client.cid] = client
+        self.stats.total_connections += 1
+        return True
+
+    def client_closed(self, client: ClientConnection) -> None:
+        self.clients.pop(client.cid, None)
+        if self.closed_clients.maxlen:
+            self.closed_clients.append(ClosedClient.of(client))
+
+    @staticmethod
+    def is_system_account(account: str) -> bool:
+        return account == SYSTEM_ACCOUNT
+
+    @property
+    def num_subscriptions(self) -> int:
+        return self.sublist.count()
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def mark_dirty(self, client: ClientConnection) -> None:
+        """Have ``client`` flushed at the end of this event-loop turn."""
+        self._dirty.append(client)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush_dirty)
+
+    def _flush_dirty(self) -> None:
+        self._flush_scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        for c in dirty:
+            if c.dirty:
+                c.flush()
+
+    # -- INFO ------------------------------------------------------------------------------------
+
+    def info_for(self, client: ClientConnection, *, connect_info: bool = False, ldm: bool = False) -> bytes:
+        """The INFO line for one client (keys in nats-server's order)."""
+        opts = self.opts
+        host, port = opts.host, self.port
+        if opts.client_advertise:
+            host, port = _split_advertise(opts.client_advertise, port)
+        info: dict[str, Any] = {
+            "server_id": self.server_id,
+            "server_name": self.server_name,
+            "version": NATS_SERVER_COMPAT_VERSION,
+            "proto": PROTO_VERSION,
+        }
+        if GIT_COMMIT:
+            info["git_commit"] = GIT_COMMIT
+        info |= {
+            "go": go_field(),
+            "host": host,
+            "port": port,
+            "headers": self.headers_supported,
+        }
+        if self.authorizer.info_auth_required:
+            info["auth_required"] = True
+        if self.tls is not None:
+            if self.tls_required or (self.tls_handshake_first is not False and client.tls_first):
+                info["tls_required"] = True
+            if self.tls_verify:
+                info["tls_verify"] = True
+            if self.tls_available and not client.tls_first:
+                info["tls_available"] = True
+        info["max_payload"] = opts.max_payload
+        if client.cid:
+            info["client_id"] = client.cid
+        if client.host:
+            info["client_ip"] = client.host
+        if ldm:
+            info["ldm"] = True
+        if connect_info:
+            info["connect_info"] = True
+            info["remote_account"] = client.account
+            if self.is_system_account(client.account):
+                info["acc_is_sys"] = True
+        info["api_lvl"] = API_LEVEL
+        info["xkey"] = self.xkey
+        return wire.info_line(info)
+
+    # -- reload ------------------------------------------------------------------------------------
+
+    def reload(self, new: ServerOptions) -> None:
+        """Apply new options to the running server (the simple subset for now: logging,
+        limits, authorization). Raises ConfigError, applying nothing, when an option that
+        cannot change at run time changed."""
+        old = self.opts
+        for name, go_name in _NOT_RELOADABLE.items():
+            a, b = getattr(old, name), getattr(new, name)
+            if name == "port" and b == RANDOM_PORT:
+                continue
+            if a != b:
+                raise ConfigError(f"config reload not supported for {go_name}: old={a}, new={b}")
+        if (old.tls is None) != (new.tls is None) or old.tls != new.tls:
+            raise ConfigError("config reload not supported for TLS changes yet")
+        self.opts = new
+        if self.manage_logging:
+            configure_logging(new)
+        self.trace = new.trace or new.trace_verbose
+        for c in self.clients.values():
+            c.parser.max_payload = new.max_payload
+            c.parser.max_control_line = new.max_control_line
+        if new.max_connections != old.max_connections:
+            self._trim_connections()
+        if new.auth != old.auth:
+            self._reload_auth(new)
+        self.config_load_time = datetime.now(UTC)
+        log.info("Reloaded server configuration")
+
+    def _trim_connections(self) -> None:
+        mc = self.opts.max_connections
+        clients = list(self.clients.values())
+        limit = 0 if mc < 0 else mc
+        if mc == 0 or len(clients) <= limit:
+            return
+        random.shuffle(clients)
+        for c in clients[: len(clients) - limit]:
+            c.close(REASON_MAX_CONNECTIONS, wire.ERR_MAX_CONNECTIONS)
+
+    def _reload_auth(self, new: ServerOptions) -> None:
+        auth = Authorizer(new.auth, new.tls)
+        self.authorizer = auth
+        for c in list(self.clients.values()):
+            if c.closed or not c.authenticated:
+                continue
+            if not auth.required:
+                continue
+            if c.auth is not None and not auth.user_still_valid(c.auth):
+                c.close(REASON_CLIENT_CLOSED, flush=True)
+                continue
+            decision = auth.authenticate(
+                c.creds,
+                c._cert_identities() if self.tls_map_users else None,
+                map_users=self.tls_map_users,
+                dn_match=c._dn_matcher() if self.tls_map_users else None,
+            )
+            if isinstance(decision, BcryptCheck):
+                decision = decision.verify()
+            if decision is None:
+                c.error("Authorization Violation")
+                c.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
+                continue
+            c._apply_auth(decision)
+            perms = c.perms
+            if perms is None:
+                continue
+            for sub in list(c.subs.values()):
+                if not perms.can_subscribe(sub.subject, sub.queue):
+                    c.remove_sub(sub)
+                    c.send_err(wire.sub_reload_violation(sub.subject, sub.queue or None, sub.sid))
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _split_advertise(adv: str, default_port: int) -> tuple[str, int]:
+    s = adv
+    if "://" in s:
+        s = s.split("://", 1)[1]
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif s.count(":") == 1:
+        host, _, port = s.partition(":")
+    else:
+        host, port = s, ""
+    try:
+        return host, int(port) if port else default_port
+    except ValueError:
+        return host, default_port
+
+
+# -- process entry point ---------------------------------------------------------------------------
+
+
+def _ports_file_path(dirname: str) -> str:
+    exe = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "pynatsd"
+    if exe in ("__main__.py", "-c", "") or exe.endswith("-script.py"):
+        exe = "pynatsd"
+    if exe.endswith(".py"):
+        exe = exe[:-3]
+    return os.path.join(dirname, f"{exe}_{os.getpid()}.ports")
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def ports_document(server: Server) -> dict[str, list[str]]:
+    opts = server.opts
+    scheme = "tls" if server.tls is not None and server.tls_required else "nats"
+    doc: dict[str, list[str]] = {"nats": [f"{scheme}://{_url_host(opts.host)}:{server.port}"]}
+    mon: list[str] = []
+    if server.monitor is not None:
+        http_port = getattr(server.monitor, "port", 0) or server.http_port
+        https_port = getattr(server.monitor, "https_port", 0)
+        if opts.http_port and http_port:
+            mon.append(f"http://{_url_host(opts.http_host)}:{http_port}")
+        if opts.https_port:
+            port = https_port or (http_port if not opts.http_port else 0)
+            if port:
+                mon.append(f"https://{_url_host(opts.http_host)}:{port}")
+    if mon:
+        doc["monitoring"] = mon
+    return doc
+
+
+def _write_pid_file(path: str) -> None:
+    with open(path, "w", encoding="ascii") as f:
+        f.write(str(os.getpid()))
+
+
+def _write_ports_file(server: Server) -> str | None:
+    d = server.opts.ports_file_dir
+    if not d:
+        return None
+    path = _ports_file_path(d)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(ports_document(server), f, separators=(",", ":"))
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class _Runtime:
+    server: Server
+    reload_options: Callable[[], ServerOptions] | None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def on_signal(self, signum: int) -> None:
+        server = self.server
+        if signum == signal.SIGINT:
+            log.info('Trapped "interrupt" signal')
+            self.spawn(server.shutdown())
+        elif signum == signal.SIGTERM:
+            if server.lame_duck_mode:
+                log.info('Trapped "terminated" signal, ignored while in lame duck mode')
+                return
+            log.info('Trapped "terminated" signal')
+            self.spawn(server.shutdown())
+        elif signum == signal.SIGUSR1:
+            reopen_log_file()
+        elif signum == signal.SIGUSR2:
+            server.lame_duck()
+        elif signum == signal.SIGHUP:
+            self.reload()
+
+    def reload(self) -> None:
+        if self.reload_options is None:
+            log.error(
+                "Failed to reload server configuration: can only reload config when a file is provided using -c or --config"
+            )
+            return
+        try:
+            new = self.reload_options()
+            self.server.reload(new)
+        except ConfigError as e:
+            log.error("Failed to reload server configuration: %s", e)
+            return
+        if new.pid_file:
+            with contextlib.suppress(OSError):
+                _write_pid_file(new.pid_file)
+
+
+async def _serve(opts: ServerOptions, reload_options: Callable[[], ServerOptions] | None) -> int:
+    server = Server(opts, manage_logging=True)
+    try:
+        await server.start()
+    except ConfigError as e:
+        log.critical("%s", e)
+        return 1
+    except OSError:
+        return 1
+    rt = _Runtime(server, reload_options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        loop.add_signal_handler(sig, rt.on_signal, sig)
+    ports_path: str | None = None
+    try:
+        if opts.pid_file:
+            _write_pid_file(opts.pid_file)
+        ports_path = _write_ports_file(server)
+    except OSError as e:
+        log.critical("Unable to write pid or ports file: %s", e)
+        await server.shutdown()
+        return 1
+    try:
+        await server.wait_for_shutdown()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        if ports_path:
+            with contextlib.suppress(OSError):
+                os.remove(ports_path)
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if os.environ.get("PYNATSD_NO_UVLOOP"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def run_server(opts: ServerOptions, reload_options: Callable[[], ServerOptions] | None = None) -> int:
+    """Run a server until it is stopped by a signal; returns the process exit code."""
+    configure_logging(opts)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_serve(opts, reload_options))
