@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.script import Step, as_lines, eof, ping, run_script, send
+from tests.helpers.script import Step, as_lines, eof, ping, pong, run_script, send
 from tests.helpers.servers import ServerPool
 
 SUBJECTS = [b"foo", b"bar", b"foo.bar", b"a.b.c", b"x"]  # sid i+1 <-> SUBJECTS[i]
-PUB_SUBJECTS = SUBJECTS + [b"nobody", b"foo.*", b"a..b", b">", b"foo.>"]
+PUB_SUBJECTS = SUBJECTS + [b"nobody"]
+# Invalid publish subjects only with pedantic off: with pedantic on, nats-server repeats
+# -ERR 'Invalid Publish Subject' when the payload is split across its reads (it re-parses the
+# PUB arguments), which makes the transcript depend on TCP segmentation. Dedicated cases
+# cover the pedantic -ERR with unsplit writes.
+NON_PEDANTIC_PUB_SUBJECTS = PUB_SUBJECTS + [b"foo.*", b"a..b", b">", b"foo.>"]
 BAD_SUB_SUBJECTS = [b"foo.", b".x", b"a..b", b"foo.>.bar"]
 REFERENCE_FLAGS = ("-n", "fuzz-reference")
 
@@ -43,7 +48,7 @@ def _size(draw: st.DrawFn, n: int) -> bytes:
 
 
 @st.composite
-def scripts(draw: st.DrawFn) -> tuple[bytes, bool, list[int]]:
+def scripts(draw: st.DrawFn) -> tuple[bytes, bool, list[int], int]:
     style = Style(draw(st.booleans()), draw(st.sampled_from([b" ", b"\t", b"  ", b" \t "])))
     eol = b"\n" if style.lf_only else b"\r\n"
     verbose = draw(st.booleans())
@@ -51,13 +56,15 @@ def scripts(draw: st.DrawFn) -> tuple[bytes, bool, list[int]]:
     headers = draw(st.booleans())
     echo = draw(st.booleans())
     out = [b""]
+    pings = 0
     if draw(st.booleans()) or headers:
         opts = b'{"verbose":%s,"pedantic":%s,"headers":%s,"echo":%s}' % tuple(
             b"true" if v else b"false" for v in (verbose, pedantic, headers, echo)
         )
         out.append(_case(draw, b"CONNECT") + b" " + opts + b"\r\n")
     else:
-        headers = False  # no CONNECT: defaults (verbose, pedantic on, no headers)
+        headers, pedantic = False, True  # no CONNECT: the defaults
+    pub_subjects = PUB_SUBJECTS if pedantic else NON_PEDANTIC_PUB_SUBJECTS
 
     def sep() -> bytes:
         return style.sep
@@ -75,13 +82,13 @@ def scripts(draw: st.DrawFn) -> tuple[bytes, bool, list[int]]:
             subj = draw(st.sampled_from(BAD_SUB_SUBJECTS))
             out.append(_case(draw, b"SUB") + sep() + subj + sep() + b"99" + eol)
         elif kind == "pub" or (kind == "hpub" and not headers):
-            subj = draw(st.sampled_from(PUB_SUBJECTS))
+            subj = draw(st.sampled_from(pub_subjects))
             reply = draw(st.sampled_from([b"", b"", b"r.1", b"_INBOX.z"]))
             payload = draw(st.binary(max_size=12))
             args = [subj] + ([reply] if reply else []) + [_size(draw, len(payload))]
             out.append(_case(draw, b"PUB") + sep() + sep().join(args) + eol + payload + b"\r\n")
         elif kind == "hpub":
-            subj = draw(st.sampled_from(PUB_SUBJECTS))
+            subj = draw(st.sampled_from(pub_subjects))
             hdr = b"NATS/1.0\r\n" + draw(st.sampled_from([b"", b"A: b\r\n", b"K: v\r\nK: w\r\n"])) + b"\r\n"
             payload = draw(st.binary(max_size=8))
             hsize = len(hdr) if draw(st.integers(0, 5)) else 0
@@ -102,6 +109,7 @@ def scripts(draw: st.DrawFn) -> tuple[bytes, bool, list[int]]:
             out.append(_case(draw, b"UNSUB") + sep() + sid + (sep() + mx if mx else b"") + eol)
         elif kind == "ping":
             out.append(_case(draw, b"PING") + eol)
+            pings += 1
         elif kind == "pong":
             out.append(_case(draw, b"PONG") + eol)
         else:
@@ -123,15 +131,16 @@ def scripts(draw: st.DrawFn) -> tuple[bytes, bool, list[int]]:
     )
     data = b"".join(out) + fatal
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(data) - 1)), max_size=4))))
-    return data, bool(fatal), cuts
+    return data, bool(fatal), cuts, pings
 
 
-def _steps(data: bytes, fatal: bool, cuts: list[int]) -> list[Step | list[Step]]:
+def _steps(data: bytes, fatal: bool, cuts: list[int], pings: int) -> list[Step | list[Step]]:
     bounds = [0, *cuts, len(data)]
     steps: list[Step | list[Step]] = [
         send(data[a:b]) for a, b in zip(bounds, bounds[1:], strict=False) if b > a
     ]
-    steps.append(eof() if fatal else ping())
+    # every PONG must have arrived before the transcript is taken
+    steps.append(eof() if fatal else ping() + [pong() for _ in range(pings)])
     return steps
 
 
@@ -143,11 +152,13 @@ def _steps(data: bytes, fatal: bool, cuts: list[int]) -> list[Step | list[Step]]
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(script=scripts())
-def test_generated_scripts(script: tuple[bytes, bool, list[int]], impl: str, server_pool: ServerPool) -> None:
-    data, fatal, cuts = script
+def test_generated_scripts(
+    script: tuple[bytes, bool, list[int], int], impl: str, server_pool: ServerPool
+) -> None:
+    data, fatal, cuts, pings = script
     ref = server_pool.get("nats", None, REFERENCE_FLAGS)
     srv = server_pool.get(impl)
-    steps = _steps(data, fatal, cuts)
+    steps = _steps(data, fatal, cuts, pings)
     want = run_script(ref.host, ref.port, steps)
     got = run_script(srv.host, srv.port, steps)
     assert as_lines(got) == as_lines(want), f"script: {data!r} cuts={cuts}"
