@@ -692,3 +692,110 @@ def test_split_host_port() -> None:
     for bad in ("a", "a:b:c", "[::1]", "[::1]x:8"):
         with pytest.raises(ValueError):
             split_host_port(bad)
+
+
+# ---- robustness ---------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_KEYS = [
+    "port",
+    "listen",
+    "host",
+    "server_name",
+    "debug",
+    "trace_verbose",
+    "max_payload",
+    "max_pending",
+    "max_connections",
+    "max_sub_tokens",
+    "ping_interval",
+    "write_deadline",
+    "write_timeout",
+    "lame_duck_duration",
+    "lame_duck_grace_period",
+    "http",
+    "https",
+    "http_port",
+    "no_auth_user",
+    "authorization",
+    "tls",
+    "cluster",
+    "users",
+    "user",
+    "password",
+    "token",
+    "timeout",
+    "permissions",
+    "default_permissions",
+    "publish",
+    "subscribe",
+    "allow",
+    "deny",
+    "allow_responses",
+    "max",
+    "expires",
+    "cert_file",
+    "key_file",
+    "verify",
+    "verify_and_map",
+    "pinned_certs",
+    "cipher_suites",
+    "min_version",
+    "handshake_first",
+    "certs",
+    "routes",
+    "name",
+    "allowed_connection_types",
+    "server_metadata",
+    "x",
+    '"we\nird"',
+    "'a b'",
+]
+_SCALARS = st.one_of(
+    st.integers(-(2**40), 2**40).map(str),
+    st.sampled_from(
+        [
+            "true",
+            "no",
+            '"1s"',
+            '"-5m"',
+            '"2x"',
+            "'a b'",
+            '"foo.>"',
+            '"a..b"',
+            '"1.2"',
+            "0",
+            "1.5",
+            '"127.0.0.1:4222"',
+            '"auto"',
+            '"STANDARD"',
+            "$x",
+            '""',
+            f'"{HEX}"',
+        ]
+    ),
+)
+
+
+def _render(depth: int) -> st.SearchStrategy[str]:
+    if depth == 0:
+        return _SCALARS
+    inner = _render(depth - 1)
+    entry = st.tuples(st.sampled_from(_KEYS), inner).map(lambda kv: f"{kv[0]}: {kv[1]}")
+    return st.one_of(
+        _SCALARS,
+        st.lists(inner, max_size=3).map(lambda items: "[" + ", ".join(items) + " ]"),
+        st.lists(entry, max_size=4).map(lambda es: "{" + "\n".join(es) + "\n}"),
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(_KEYS), _render(3)), max_size=6))
+def test_random_configs_only_raise_config_error(tmp_path: Path, entries: list[tuple[str, str]]) -> None:
+    text = "x = 1\n" + "\n".join(f"{k}: {v}" for k, v in entries) + "\n"
+    try:
+        load(tmp_path, text)
+    except ConfigError as e:
+        assert e.file and "\n" not in str(e)

@@ -145,6 +145,7 @@ class Lexer:
         return self.i - self.line_start + 1
 
     def _error(self, message: str, line: int | None = None) -> NoReturn:
+        message = message.replace("\n", "\\n")  # one line, even when quoting a key
         raise ConfigError(message, self.file, self.line if line is None else line)
 
     def _hint(self) -> str:

@@ -359,6 +359,7 @@ class _Loader:
     # -- reporting
 
     def err(self, message: str, pos: Pos | None) -> NoReturn:
+        message = message.replace("\n", "\\n")  # errors are one line, whatever a value holds
         if pos is None:
             raise ConfigError(message, self.file)
         raise ConfigError(message, pos.file, pos.line)
@@ -374,26 +375,26 @@ class _Loader:
         self.config_warnings.append(line)
 
     def unsupported(self, key: str, pos: Pos | None, what: str = "") -> None:
-        self.warn(f'"{key}"{" " + what if what else ""}: {NOT_SUPPORTED}', pos)
+        self.warn(f"{_go_quote(key)}{' ' + what if what else ''}: {NOT_SUPPORTED}", pos)
 
     def refuse(self, key: str, pos: Pos | None, what: str) -> NoReturn:
         self.err(
-            f'"{key}": {what} is not supported by pynatsd yet; refusing to start rather than '
+            f"{_go_quote(key)}: {what} is not supported by pynatsd yet; refusing to start rather than "
             "ignore a security setting (remove it, or use nats-server)",
             pos,
         )
 
     def unknown(self, m: ConfMap, k: str, message: str | None = None) -> None:
         if k not in m.used:
-            self.err(message or f'unknown field "{k}"', m.pos.get(k))
+            self.err(message or f"unknown field {_go_quote(k)}", m.pos.get(k))
 
     # -- typed access
 
     def want(self, v: Any, types: tuple[type, ...], what: str, key: str, pos: Pos | None) -> Any:
         if isinstance(v, bool) and bool not in types:
-            self.err(f'"{key}": expected {what}, got {_tname(v)}{_show(v)}', pos)
+            self.err(f"{_go_quote(key)}: expected {what}, got {_tname(v)}{_show(v)}", pos)
         if not isinstance(v, types):
-            self.err(f'"{key}": expected {what}, got {_tname(v)}{_show(v)}', pos)
+            self.err(f"{_go_quote(key)}: expected {what}, got {_tname(v)}{_show(v)}", pos)
         return v
 
     def int_(self, v: Any, key: str, pos: Pos | None) -> int:
@@ -407,7 +408,7 @@ class _Loader:
 
     def map_(self, v: Any, key: str, pos: Pos | None) -> ConfMap:
         if not isinstance(v, ConfMap):
-            self.err(f'"{key}": expected a map ({{ ... }}), got {_tname(v)}{_show(v)}', pos)
+            self.err(f"{_go_quote(key)}: expected a map ({{ ... }}), got {_tname(v)}{_show(v)}", pos)
         return v
 
     def duration(self, v: Any, key: str, pos: Pos | None) -> float:
@@ -499,7 +500,9 @@ class _Loader:
         elif lk == "trace_headers":
             kw["trace"] = self.bool_(v, k, pos)
             if kw["trace"]:
-                self.warn(f'"{k}": tracing only headers is {NOT_SUPPORTED} (full tracing is on)', pos)
+                self.warn(
+                    f"{_go_quote(k)}: tracing only headers is {NOT_SUPPORTED} (full tracing is on)", pos
+                )
         elif lk == "fips":  # beyond nats-server: restrict TLS to FIPS-approved algorithms
             kw["fips"] = self.bool_(v, k, pos)
         elif lk in ("log_file", "logfile"):
@@ -636,7 +639,8 @@ class _Loader:
             for fk, fv in flags.items():
                 if not isinstance(fv, bool):
                     self.err(
-                        f'error parsing feature flag "{fk}": expected bool, got {_tname(fv)}', flags.pos[fk]
+                        f"error parsing feature flag {_go_quote(fk)}: expected bool, got {_tname(fv)}",
+                        flags.pos[fk],
                     )
             self.unsupported(k, pos)
         else:
@@ -779,7 +783,7 @@ class _Loader:
             elif lk in ("publish_allow_responses", "allow_responses"):
                 responses = self.allow_responses(pv, kpos)
             else:
-                self.unknown(v, k, f'Unknown field "{k}" parsing permissions')
+                self.unknown(v, k, f"Unknown field {_go_quote(k)} parsing permissions")
         if responses is not None:
             # Only replies (and any explicit allow entries) may be published.
             if publish is None:
@@ -804,7 +808,7 @@ class _Loader:
                     self.unknown(
                         v,
                         k,
-                        f"Unknown field name \"{k}\" parsing subject permissions, only 'allow' or "
+                        f"Unknown field name {_go_quote(k)} parsing subject permissions, only 'allow' or "
                         "'deny' are permitted",
                     )
             return SubjectPermission(allow=allow, deny=deny)
@@ -863,7 +867,7 @@ class _Loader:
                 if d != 0:
                     expires = d
             else:
-                self.unknown(v, k, f'Unknown field "{k}" parsing permissions')
+                self.unknown(v, k, f"Unknown field {_go_quote(k)} parsing permissions")
         return ResponsePermission(max_msgs=max_msgs, expires=expires)
 
     # -- tls
@@ -895,7 +899,7 @@ class _Loader:
                     self.err(f"{pre}expected '{lk}' to be a boolean", kpos)
                 if lk == "map_and_verify":
                     self.warn(
-                        f'"{k}" is pynatsd\'s alias of "verify_and_map" (nats-server only knows '
+                        f'{_go_quote(k)} is pynatsd\'s alias of "verify_and_map" (nats-server only knows '
                         "verify_and_map)",
                         kpos,
                     )
@@ -946,7 +950,7 @@ class _Loader:
                     continue
                 self.refuse(k, kpos, "OCSP checking of peer certificates")
             else:
-                self.err(f'{pre}unknown field "{k}"', kpos)
+                self.err(f"{pre}unknown field {_go_quote(k)}", kpos)
         if o.get("certificates") and o.get("cert_file"):
             self.err(f"{pre}cannot combine 'cert_file' option with 'certs' option", pos)
         if o.get("cert_file") and not o.get("key_file"):
@@ -996,7 +1000,7 @@ class _Loader:
             return v
         if not isinstance(v, str):
             go_type = {int: "int64", float: "float64"}.get(type(v), "map[string]interface {}")
-            self.err(f'field "{k}" should be a boolean or a string, got {go_type}', pos)
+            self.err(f"field {_go_quote(k)} should be a boolean or a string, got {go_type}", pos)
         low = v.lower()
         if low in ("true", "on"):
             return True
@@ -1007,7 +1011,7 @@ class _Loader:
         try:
             delay = parse_duration(v)
         except ValueError:
-            self.err(f'field "{k}"\'s value {_go_quote(v)} is invalid', pos)
+            self.err(f"field {_go_quote(k)}'s value {_go_quote(v)} is invalid", pos)
         return delay if delay > 0 else True
 
     def cert_pairs(self, v: Any, pos: Pos) -> tuple[tuple[str, str], ...]:
@@ -1028,7 +1032,7 @@ class _Loader:
                 elif k == "key_file":
                     key = fv
                 else:
-                    self.err(f'error parsing tls certs config, unknown field "{k}"', entry.pos[k])
+                    self.err(f"error parsing tls certs config, unknown field {_go_quote(k)}", entry.pos[k])
             if not cert or not key:
                 self.err(
                     "error parsing certificates config: both 'cert_file' and 'cert_key' options are required",
@@ -1101,7 +1105,9 @@ class _Loader:
                 self.unsupported(k, kpos, "(pinned accounts)")
             elif lk == "compression":
                 if not isinstance(cv, (str, bool, ConfMap)):
-                    self.err(f'field "{k}" should be a boolean or a structure, got {_tname(cv)}', kpos)
+                    self.err(
+                        f"field {_go_quote(k)} should be a boolean or a structure, got {_tname(cv)}", kpos
+                    )
                 if cv not in (False, "off", "disabled", "accept"):
                     self.unsupported(k, kpos, "(route compression)")
             elif lk == "ping_interval":
@@ -1134,7 +1140,7 @@ class _Loader:
 
     def routes(self, v: Any, key: str, pos: Pos) -> tuple[str, ...]:
         if not isinstance(v, ConfList):
-            self.err(f'"{key}": expected an array of route URLs, got {_tname(v)}', pos)
+            self.err(f"{_go_quote(key)}: expected an array of route URLs, got {_tname(v)}", pos)
         out: list[str] = []
         for u, upos in zip(v, v.pos, strict=True):
             url = self.str_(u, key, upos)

@@ -118,7 +118,7 @@ class _Parser:
         self.toks: Iterator[Token] = iter(())
 
     def _error(self, message: str, line: int) -> NoReturn:
-        raise ConfigError(message, self.file, line)
+        raise ConfigError(message.replace("\n", "\\n"), self.file, line)
 
     def run(self, text: str) -> ConfMap:
         self.toks = Lexer(text, self.file).tokens()
