@@ -392,7 +392,8 @@ def _check_tls(opts: ServerOptions) -> None:
         except ConfigError:
             raise
         except Exception as e:  # keep -t to one line whatever the TLS library says
-            raise ConfigError(f"{where}: {e}", t.source.file or None, t.source.line or None) from None
+            message = f"{where}: {e}".replace("\n", "\\n")
+            raise ConfigError(message, t.source.file or None, t.source.line or None) from None
 
 
 # ---- main -----------------------------------------------------------------------------------------

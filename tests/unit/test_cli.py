@@ -454,3 +454,40 @@ def test_signal_dead_pid(tmp_path: Path) -> None:
 def test_signal_without_pgrep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", os.devnull)
     assert call("--signal", "reload") == (1, "", "pynatsd: unable to resolve pid, try providing one\n")
+
+
+def test_check_builds_tls_contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """-t hands every tls block with a certificate to the TLS layer, as nats-server's -t loads
+    them; whatever that layer raises comes out as one line."""
+    calls: list[tuple[str, str | None, bool]] = []
+    outcome: dict[str, Exception | None] = {"tls": None, "cluster tls": None}
+
+    def build_server_context(opts: Any, *, fips: bool, where: str) -> object:
+        calls.append((where, opts.cert_file, fips))
+        exc = outcome[where]
+        if exc is not None:
+            raise exc
+        return object()
+
+    fake = types.ModuleType("pynatsd.tls.context")
+    fake.build_server_context = build_server_context  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pynatsd.tls.context", fake)
+    conf = tmp_path / "t.conf"
+    conf.write_text(
+        "fips: true\ntls { cert_file: a.pem, key_file: a.key }\n"
+        "cluster { port: 1, tls { cert_file: b.pem, key_file: b.key } }\n"
+    )
+    code, _, err = call("-t", "-c", str(conf))
+    assert code == 0 and "is valid" in err
+    assert calls == [("tls", "a.pem", True), ("cluster tls", "b.pem", True)]
+    outcome["cluster tls"] = cli.ConfigError("cluster tls: bad key", str(conf), 3)
+    code, _, err = call("-t", "-c", str(conf))
+    assert (code, err) == (1, f"pynatsd: {conf}:3: cluster tls: bad key\n")
+    outcome["cluster tls"] = None
+    outcome["tls"] = RuntimeError("library says\nno")
+    code, _, err = call("-t", "-c", str(conf))
+    assert (code, err) == (1, f"pynatsd: {conf}:2: tls: library says\\nno\n")
+    # a tls block without a certificate is not built (nats-server's -t accepts it)
+    calls.clear()
+    conf.write_text('tls { min_version: "1.3" }\n')
+    assert call("-t", "-c", str(conf))[0] == 0 and calls == []
