@@ -113,6 +113,8 @@ def _parse_connect(raw: bytes) -> dict[str, Any] | None:
         doc = json.loads(raw.decode("utf-8", "replace"))
     except ValueError:
         return None
+    if doc is None:  # JSON null unmarshals into a struct as a no-op
+        return {}
     if not isinstance(doc, dict):
         return None
     out: dict[str, Any] = {}
@@ -182,9 +184,15 @@ class ClientConnection(asyncio.Protocol):
         self.no_responders = False
         self.protocol = 0
         self.connected = False  # a CONNECT was accepted
+        self._connect_received = False
+        self._opt_headers = False  # CONNECT "headers" as sent (effective: self.headers)
         self.authenticated = False
         self.first_pong_sent = False
         self.parser = ClientParser(opts.max_control_line, opts.max_payload)
+        # The parser reads a whole chunk before its CONNECT is handled, so until a CONNECT has
+        # settled the question it lets HPUB through and _process closes (silently) when the
+        # client did not negotiate headers; afterwards the parser enforces it itself.
+        self.parser.headers = server.headers_supported
         self.transport: Any = None  # where we write: the socket, or the TLS wrapper over it
         self.raw_transport: Any = None
         self.out: list[bytes] = []
@@ -591,6 +599,9 @@ class ClientConnection(asyncio.Protocol):
                     self._trace_in("PUB", op[1], op[2], op[3], payload=op[4])
                 self._publish(op[1], op[2], op[3], op[4], None, 0, None)
             elif kind == OP_HPUB:
+                if not self.headers:
+                    self.close(REASON_PROTOCOL_VIOLATION)
+                    return
                 if trace:
                     self._trace_in("HPUB", op[1], op[2], op[3], op[4], payload=op[6])
                 self._publish(op[1], op[2], op[4], op[6], op[3], op[5], None)
@@ -667,15 +678,24 @@ class ClientConnection(asyncio.Protocol):
 
     def _connect(self, raw: bytes) -> bool:
         """Handle CONNECT. Returns True when the decision waits on a bcrypt check."""
+        server = self.server
+        # every CONNECT re-arms the first (RTT-measuring) server PING
+        interval = server.opts.ping_interval
+        first = min(interval, FIRST_PING_INTERVAL)
+        self._set_ping_timer(first + random.random() * first * 0.2)
         fields = _parse_connect(raw)
         if fields is None:
             self.close(REASON_PROTOCOL_VIOLATION)
             return False
+        first_connect = not self._connect_received
+        self._connect_received = True
+        self.rtt = max(time.time() - self.start.timestamp(), 0.0)  # first estimate
         g = fields.get
         self.verbose = g("verbose", self.verbose)
         self.pedantic = g("pedantic", self.pedantic)
         self.echo = g("echo", self.echo)
-        self.headers = g("headers", self.headers)
+        self._opt_headers = g("headers", self._opt_headers)
+        self.headers = self._opt_headers and server.headers_supported
         self.no_responders = g("no_responders", self.no_responders)
         self.protocol = g("protocol", self.protocol)
         self.name = g("name", self.name)
@@ -689,7 +709,11 @@ class ClientConnection(asyncio.Protocol):
             jwt=g("jwt", self.creds.jwt),
         )
         self._connect_fields = fields
-        server = self.server
+        if not first_connect:
+            # a later CONNECT drops the subscriptions made so far (nats-server clears them
+            # because the client may move to another account)
+            for sub in list(self.subs.values()):
+                self.remove_sub(sub)
         auth = server.authorizer
         decision = auth.authenticate(
             self.creds,
@@ -746,16 +770,10 @@ class ClientConnection(asyncio.Protocol):
         if self.no_responders and not self.headers:
             self.close(REASON_NO_RESPONDERS_HEADERS, wire.ERR_NO_RESPONDERS_HEADERS)
             return
-        self.parser.headers = self.headers and server.headers_supported
-        if not server.headers_supported:
-            self.headers = False
+        self.parser.headers = self.headers
         if self.verbose:
             self.enqueue(_OK)
-        if not self.connected:
-            self.connected = True
-            interval = server.opts.ping_interval
-            first = min(interval, FIRST_PING_INTERVAL)
-            self._set_ping_timer(first + random.random() * first * 0.2)
+        self.connected = True
 
     def _apply_auth(self, result: AuthResult) -> None:
         self.auth = result
