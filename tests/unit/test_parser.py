@@ -567,3 +567,26 @@ def test_random_junk_never_raises_and_splits_agree(
     bounds = [0, *sorted(set(cuts)), len(junk)]
     pieces = [junk[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     assert run(ClientParser(max_control_line=mcl, max_payload=20), pieces) == whole
+
+
+def test_general_path_streak_then_fast_again() -> None:
+    # Lower-case ops push the rest of the chunk onto the general path; results are the same.
+    data = b"pub a 1\r\nx\r\n" * 6 + b"PUB b 1\r\ny\r\n" * 6 + b"HPUB c 0 1\r\nz\r\nSUB d 1\r\nPING\r\n"
+    ops = both(data, headers=True)
+    assert ops[:6] == [(OP_PUB, b"a", b"", b"1", b"x")] * 6
+    assert ops[6:12] == [(OP_PUB, b"b", b"", b"1", b"y")] * 6
+    assert ops[12:] == [(OP_HPUB, b"c", b"", b"0", b"1", 0, b"z"), (OP_SUB, b"d", b"", b"1"), (OP_PING,)]
+    # Next feed starts on the fast path again.
+    p = ClientParser()
+    p.feed(b"pub a 1\r\nx\r\n" * 6)
+    assert p.feed(b"PUB b 1\r\ny\r\n") == [(OP_PUB, b"b", b"", b"1", b"y")]
+
+
+def test_hpub_fast_path_payload_with_crlf_at_edges() -> None:
+    for body in (b"\r\n", b"\r\nab\r\n", b"\r", b"\n\r\n\r", b""):
+        hdr = b"NATS/1.0\r\n\r\n"
+        data = b"HPUB s 12 %d\r\n" % (12 + len(body)) + hdr + body + b"\r\nPING\r\n"
+        assert both(data, headers=True) == [
+            (OP_HPUB, b"s", b"", b"12", str(12 + len(body)).encode(), 12, hdr + body),
+            (OP_PING,),
+        ]

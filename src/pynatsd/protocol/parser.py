@@ -61,6 +61,9 @@ SEP_REQUIRED: Final = 0  # one space/TAB required, then blanks skipped, then the
 SEP_OPTIONAL: Final = 1  # blanks skipped, no separator needed (CONNECT, INFO)
 SEP_IGNORE: Final = 2  # everything up to LF is ignored (PING, PONG, +OK)
 
+# General-path ops in a row, with no fast-path progress, after which a chunk stays general.
+_MAX_MISSES: Final = 4
+
 # Scanning results besides an op code.
 _PARTIAL: Final = -1
 _BAD: Final = -2
@@ -114,7 +117,7 @@ class OpTable:
     first byte that rules every name out, as in nats-server.
     """
 
-    __slots__ = ("names", "maxlen")
+    __slots__ = ("names", "by_first")
 
     def __init__(self, ops: dict[bytes, tuple[int, int]]) -> None:
         upper = {name.upper(): v for name, v in ops.items()}
@@ -123,27 +126,32 @@ class OpTable:
                 if a != b and b.startswith(a):
                     raise ValueError(f"op names not prefix-free: {a!r} {b!r}")
         self.names: tuple[tuple[bytes, int, int], ...] = tuple((n, op, sep) for n, (op, sep) in upper.items())
-        self.maxlen = max(len(n) for n in upper)
+        # First byte (either case) -> the names starting with it.
+        by_first: dict[int, list[tuple[bytes, int, int]]] = {}
+        for entry in self.names:
+            for b in {entry[0][:1], entry[0][:1].lower()}:
+                by_first.setdefault(b[0], []).append(entry)
+        self.by_first = {k: tuple(v) for k, v in by_first.items()}
 
-    def scan(self, data: bytes, pos: int) -> tuple[int, int, bytes]:
-        """Recognise the op name at data[pos:]: (op, index after the name, name) or (_PARTIAL|_BAD, ...)."""
-        head = data[pos : pos + self.maxlen].upper()
-        avail = len(head)
+    def scan(self, data: bytes, pos: int) -> tuple[int, int, int, bytes]:
+        """Recognise the op name at data[pos:].
+
+        Returns (op, separator rule, index after the name, canonical name), or (_PARTIAL, ...)
+        when the data ends inside a possible name, or (_BAD, ...) when no name can match.
+        """
+        cands = self.by_first.get(data[pos])
+        if cands is None:
+            return _BAD, 0, pos, b""
         partial = False
-        for name, op, _sep in self.names:
+        for name, op, sep in cands:
             ln = len(name)
-            if avail >= ln:
-                if head.startswith(name):
-                    return op, pos + ln, name
-            elif name.startswith(head):
+            seg = data[pos : pos + ln]
+            if len(seg) == ln:
+                if seg == name or seg.upper() == name:
+                    return op, sep, pos + ln, name
+            elif name.startswith(seg.upper()):
                 partial = True
-        return (_PARTIAL if partial else _BAD), pos, b""
-
-    def separator(self, op: int) -> int:
-        for _name, o, sep in self.names:
-            if o == op:
-                return sep
-        raise KeyError(op)
+        return (_PARTIAL if partial else _BAD), 0, pos, b""
 
 
 CLIENT_OPS: Final = OpTable(
@@ -198,12 +206,11 @@ class LineProtocolParser:
         unfinished prefix has been stored in `_tail`.
         """
         n = len(data)
-        op, k, name = self.ops.scan(data, pos)
+        op, sep, k, name = self.ops.scan(data, pos)
         if op < 0:
             if op == _PARTIAL:
                 self._tail = data[pos:]
             return op, pos
-        sep = self.ops.separator(op)
         if sep == SEP_IGNORE:
             eol = data.find(b"\n", k)
             if eol < 0:
@@ -217,11 +224,10 @@ class LineProtocolParser:
             if data[k] != 32 and data[k] != 9:
                 return _BAD, pos
             k += 1
-            name += b" "
         while k < n and (data[k] == 32 or data[k] == 9):
             k += 1
         if k >= n:
-            self._tail = name
+            self._tail = name + b" " if sep == SEP_REQUIRED else name
             return _PARTIAL, pos
         return op, k
 
@@ -330,13 +336,17 @@ class ClientParser(LineProtocolParser):
         # cost one split(b" ") and a few memchr checks each. Anything else is handed to _step(),
         # which handles every case exactly from a byte position; the walk resumes once the
         # general path ends on a piece boundary again. Every CR LF in the chunk is a boundary,
-        # so that is the normal case; each piece is walked at most once.
+        # so that is the normal case; each piece is walked at most once. After a few general
+        # steps in a row with no fast progress (a client writing lower case or bare LFs), the
+        # rest of the chunk stays on the general path.
         fast = self.fast_path
         pieces = data.split(b"\r\n") if fast else [data]
+        misses = 0 if fast else _MAX_MISSES
         last = len(pieces) - 1
         append = ops.append
         sizes = _SIZE_CACHE
         mcl = self.max_control_line
+        hdrs = self.headers
         maxp = self.max_payload
         if maxp < 0:
             maxp = 1 << 62
@@ -345,7 +355,8 @@ class ClientParser(LineProtocolParser):
         ppos = 0  # byte position where pieces[i] starts
         pos = 0  # byte position of the next op
         while True:
-            if ppos == pos and fast and not self.expect_connect:
+            if ppos == pos and misses < _MAX_MISSES and not self.expect_connect:
+                i0 = i
                 while i < last:
                     line = pieces[i]
                     if len(line) > mcl or 10 in line or 13 in line or 9 in line:
@@ -375,6 +386,38 @@ class ClientParser(LineProtocolParser):
                         append((OP_PUB, subject, reply, szb, payload))
                         ppos += len(line) + size + 4
                         i += 2
+                    elif op == b"HPUB":
+                        # The header block holds CR LFs, so the data spans several pieces: take
+                        # it by position and walk the pieces it covers.
+                        if not hdrs or b"" in args:
+                            break
+                        if nargs == 4:
+                            subject = args[1]
+                            reply = b""
+                            hdb = args[2]
+                            szb = args[3]
+                        elif nargs == 5:
+                            subject = args[1]
+                            reply = args[2]
+                            hdb = args[3]
+                            szb = args[4]
+                        else:
+                            break
+                        hdr = sizes.get(hdb)
+                        size = sizes.get(szb)
+                        if hdr is None or size is None or hdr > size or size > maxp:
+                            break
+                        start = ppos + len(line) + 2
+                        end = start + size
+                        if end + 2 > n or data[end] != 13 or data[end + 1] != 10:
+                            break
+                        append((OP_HPUB, subject, reply, hdb, szb, hdr, data[start:end]))
+                        end += 2
+                        ppos = start
+                        i += 1
+                        while ppos < end:
+                            ppos += len(pieces[i]) + 2
+                            i += 1
                     elif op == b"PING":
                         append(_PING_OP)
                         ppos += len(line) + 2
@@ -397,14 +440,16 @@ class ClientParser(LineProtocolParser):
                     else:
                         break
                 pos = ppos
+                misses = misses + 1 if i == i0 else 0
             if pos >= n:
                 return ops
             pos = self._step(data, pos, ops)
             if pos < 0:
                 return ops
-            while ppos < pos and i < last:
-                ppos += len(pieces[i]) + 2
-                i += 1
+            if misses < _MAX_MISSES:
+                while ppos < pos and i < last:
+                    ppos += len(pieces[i]) + 2
+                    i += 1
 
     def _step(self, data: bytes, pos: int, ops: list[Op]) -> int:
         """Parse exactly one op at data[pos:] (the general path, exact in every case).
@@ -437,7 +482,7 @@ class ClientParser(LineProtocolParser):
                 return self._close(ops, _CLOSE_MCL)
             self._tail = data[pos:]
             return -1
-        e = self._arg_end(data, a, eol)
+        e = eol - 1 if (eol - 1 > a and (data[eol - 1] == 13 or data.find(b"\r", a + 1, eol) >= 0)) else eol
         if e - a > self.max_control_line:
             return self._close(ops, _CLOSE_MCL)
         line = data[a:e]
