@@ -590,3 +590,14 @@ def test_hpub_fast_path_payload_with_crlf_at_edges() -> None:
             (OP_HPUB, b"s", b"", b"12", str(12 + len(body)).encode(), 12, hdr + body),
             (OP_PING,),
         ]
+
+
+def test_partial_argument_after_many_blanks_keeps_a_short_tail() -> None:
+    p = ClientParser(max_control_line=10)
+    assert p.feed(b"pub" + b" \t" * 5000 + b"fo") == []
+    assert p._tail == b"PUB fo"
+    assert p.feed(b"o 1\r\nx\r\n") == [(OP_PUB, b"foo", b"", b"1", b"x")]
+    p = ClientParser()
+    assert p.feed(b"CONNECT" + b" " * 100 + b"{") == []
+    assert p._tail == b"CONNECT{"
+    assert p.feed(b"}\r\n") == [(OP_CONNECT, b"{}")]

@@ -117,7 +117,7 @@ class OpTable:
     first byte that rules every name out, as in nats-server.
     """
 
-    __slots__ = ("names", "by_first")
+    __slots__ = ("names", "by_first", "prefix")
 
     def __init__(self, ops: dict[bytes, tuple[int, int]]) -> None:
         upper = {name.upper(): v for name, v in ops.items()}
@@ -132,6 +132,8 @@ class OpTable:
             for b in {entry[0][:1], entry[0][:1].lower()}:
                 by_first.setdefault(b[0], []).append(entry)
         self.by_first = {k: tuple(v) for k, v in by_first.items()}
+        # op -> the shortest text that re-scans to the same state after the op's blanks.
+        self.prefix = {op: n + b" " if sep == SEP_REQUIRED else n for n, op, sep in self.names}
 
     def scan(self, data: bytes, pos: int) -> tuple[int, int, int, bytes]:
         """Recognise the op name at data[pos:].
@@ -480,9 +482,11 @@ class ClientParser(LineProtocolParser):
         if eol < 0:
             if self._partial_line_too_long(data, a):
                 return self._close(ops, _CLOSE_MCL)
-            self._tail = data[pos:]
+            # Keep the op name with one blank, not the whole run of blanks (nats-server keeps
+            # no bytes for them either), so a line dribbled in after many blanks stays cheap.
+            self._tail = self.ops.prefix[op] + data[a:]
             return -1
-        e = eol - 1 if (eol - 1 > a and (data[eol - 1] == 13 or data.find(b"\r", a + 1, eol) >= 0)) else eol
+        e = self._arg_end(data, a, eol)
         if e - a > self.max_control_line:
             return self._close(ops, _CLOSE_MCL)
         line = data[a:e]
