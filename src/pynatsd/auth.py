@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pynatsd.config.options import (
     DEFAULT_AUTH_TIMEOUT,
@@ -30,6 +32,8 @@ from pynatsd.config.options import (
     User,
 )
 from pynatsd.subjects import SubjectFilter
+
+log = logging.getLogger("pynatsd")
 
 GLOBAL_ACCOUNT = "$G"
 CONNECTION_TYPE_STANDARD = "STANDARD"
@@ -179,9 +183,6 @@ class BcryptCheck:
 
 AuthDecision = AuthResult | BcryptCheck | None
 
-# Given the configured usernames, return the one a certificate's structured subject DN matches.
-DNMatcher = Callable[[Sequence[str]], str | None]
-
 
 class Authorizer:
     """Authentication and permissions for client connections, built from ``AuthOptions``."""
@@ -234,18 +235,19 @@ class Authorizer:
     def authenticate(
         self,
         creds: Credentials,
-        cert_identities: Sequence[str] | None = None,
+        cert: Any = None,
         map_users: bool = False,
-        dn_match: DNMatcher | None = None,
     ) -> AuthDecision:
-        """Decide a CONNECT. ``map_users``: the TLS block has verify_and_map (identities come
-        from the client certificate, in nats-server's candidate order)."""
+        """Decide a CONNECT. ``map_users``: the TLS block has verify_and_map, so the client
+        certificate ``cert`` (a cryptography x509.Certificate, the verified leaf) names the user."""
         if not self.required:
             return AuthResult("none", None, self.permissions_for(None))
         if map_users and self.users:
-            user = self.authenticate_cert(cert_identities or (), dn_match)
+            user = self.user_from_cert(cert) if cert is not None else None
             if user is None:
                 return None
+            if creds.user and creds.user != user.username:
+                log.warning('User "%s" found in connect proto, but user required from cert', creds.user)
             return self._check_password(user, creds.password, "cert")
         if creds.empty and self.no_auth_user is not None:
             if not self._standard_allowed(self.no_auth_user):
@@ -269,6 +271,19 @@ class Authorizer:
             return self._check_password(single, creds.password, "user")
         return None
 
+    def user_from_cert(self, cert: Any) -> User | None:
+        """verify_and_map: the configured user a client certificate names (nats-server's
+        candidate order, including the structured subject-DN comparison)."""
+        from pynatsd.tls.identity import map_certificate
+
+        users = self.users
+        match = map_certificate(cert, users, lambda name: self._standard_allowed(users[name]))
+        if match is None:
+            log.debug("User in cert not found")
+            return None
+        log.debug("%s", match.debug_line)
+        return users.get(match.username)
+
     def _check_password(self, user: User, given: str | None, method: str) -> AuthDecision:
         result = self._result(method, user)
         configured = user.password or ""
@@ -277,23 +292,14 @@ class Authorizer:
             return BcryptCheck(configured, given or "", result)
         return result if ok else None
 
-    def authenticate_cert(self, identities: Sequence[str], dn_match: DNMatcher | None = None) -> User | None:
-        """The first configured user named by a certificate identity (verify_and_map).
-
-        ``identities`` are literal candidates in nats-server's order (emails, DNS names, URIs,
-        subject strings). ``dn_match`` (optional) does the structured-DN comparison against the
-        configured usernames; it is consulted after the literal candidates.
-        """
+    def authenticate_cert(self, identities: Sequence[str]) -> User | None:
+        """The first configured user named by one of ``identities`` (literal names in the
+        order given, e.g. ``pynatsd.tls.identity.cert_identities``); users that may not use a
+        client connection are passed over."""
         for ident in identities:
             user = self.users.get(ident)
             if user is not None and self._standard_allowed(user):
                 return user
-        if dn_match is not None:
-            name = dn_match(list(self.users))
-            if name is not None:
-                user = self.users.get(name)
-                if user is not None and self._standard_allowed(user):
-                    return user
         return None
 
     def user_still_valid(self, result: AuthResult) -> bool:

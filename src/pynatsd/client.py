@@ -715,12 +715,7 @@ class ClientConnection(asyncio.Protocol):
             for sub in list(self.subs.values()):
                 self.remove_sub(sub)
         auth = server.authorizer
-        decision = auth.authenticate(
-            self.creds,
-            self._cert_identities() if server.tls_map_users else None,
-            map_users=server.tls_map_users,
-            dn_match=self._dn_matcher() if server.tls_map_users else None,
-        )
+        decision = auth.authenticate(self.creds, self.peer_cert(), map_users=server.tls_map_users)
         if isinstance(decision, BcryptCheck):
             check = decision
             transport = self.raw_transport
@@ -790,35 +785,14 @@ class ClientConnection(asyncio.Protocol):
             self._auth_timer.cancel()
             self._auth_timer = None
 
-    def _cert_identities(self) -> list[str] | None:
-        """Identities of the client certificate (verify_and_map), via the TLS layer."""
-        if not self.tls_info:
-            return None
-        certs = self.tls_info.get("peer_certs") or []
-        if not certs:
+    def peer_cert(self) -> Any:
+        """The verified client certificate (cryptography x509) of a TLS connection, or None."""
+        if self.transport is None or self.transport is self.raw_transport:
             return None
         try:
-            from pynatsd.tls.identity import cert_identities
-
-            return list(cert_identities(certs[0]))
+            return self.transport.get_extra_info("peercert")
         except Exception:  # noqa: BLE001
             return None
-
-    def _dn_matcher(self) -> Any:
-        if not self.tls_info:
-            return None
-        certs = self.tls_info.get("peer_certs") or []
-        if not certs:
-            return None
-        try:
-            from pynatsd.tls import identity
-        except ImportError:
-            return None
-        matcher = getattr(identity, "dn_match", None)
-        if matcher is None:
-            return None
-        cert = certs[0]
-        return lambda names: matcher(cert, names)
 
     # PING / PONG --------------------------------------------------------------------------------
 

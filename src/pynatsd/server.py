@@ -545,12 +545,7 @@ class Server:
             if c.auth is not None and not auth.user_still_valid(c.auth):
                 c.close(REASON_CLIENT_CLOSED, flush=True)
                 continue
-            decision = auth.authenticate(
-                c.creds,
-                c._cert_identities() if self.tls_map_users else None,
-                map_users=self.tls_map_users,
-                dn_match=c._dn_matcher() if self.tls_map_users else None,
-            )
+            decision = auth.authenticate(c.creds, c.peer_cert(), map_users=self.tls_map_users)
             if isinstance(decision, BcryptCheck):
                 decision = decision.verify()
             if decision is None:
