@@ -130,7 +130,8 @@ def run_script(host: str, port: int, steps: Iterable[StepLike]) -> dict[str, str
                 elif step.op == "eof":
                     c.expect_eof(step.timeout)
             except TimeoutError:
-                markers[step.client] = f"<TIMEOUT in {step.op} {step.data or step.n!r}>"
+                what = step.data if step.op == "wait" else step.n if step.op == "lines" else ""
+                markers[step.client] = f"<TIMEOUT in {step.op}{' ' + repr(what) if what else ''}>"
                 break
             except EOFError:
                 break  # the transcript ends with <EOF>; later steps would only wait again

@@ -306,6 +306,24 @@ PUB_SUB = [
         I + "MSG foo 1 1\r\nf\r\n" + PONG,
     ),
     Case(
+        "reply_subject_not_validated",
+        [send(b"SUB foo 1\r\nPUB foo bad..reply 1\r\nx\r\nPUB foo r.* 1\r\ny\r\n"), ping()],
+        I + OK * 2 + "MSG foo 1 bad..reply 1\r\nx\r\n" + OK + "MSG foo 1 r.* 1\r\ny\r\n" + PONG,
+    ),
+    Case(
+        "queue_name_any_token",
+        [send(CV + b"SUB foo q.*> 1\r\nPUB foo 1\r\nx\r\n"), ping()],
+        I + "MSG foo 1 1\r\nx\r\n" + PONG,
+    ),
+    Case(
+        "sid_any_bytes",
+        [
+            send(CV + "SUB foo sid-ä.1\r\nPUB foo 1\r\nx\r\nUNSUB sid-ä.1\r\nPUB foo 1\r\ny\r\n".encode()),
+            ping(),
+        ],
+        I + "MSG foo sid-ä.1 1\r\nx\r\n".encode().decode("latin-1") + PONG,
+    ),
+    Case(
         "sub_duplicate_sid_verbose",
         [send(b"SUB foo 1\r\nSUB bar 1\r\n"), ping()],
         I + OK + OK + PONG,
@@ -374,6 +392,21 @@ PUB_SUB = [
         "unsub_queue_subscription",
         [send(CV + b"SUB foo g 1\r\nUNSUB 1\r\nPUB foo 1\r\na\r\nSUB foo g 2\r\nPUB foo 1\r\nb\r\n"), ping()],
         I + "MSG foo 2 1\r\nb\r\n" + PONG,
+    ),
+    Case(
+        "unsub_max_ten_digits_removes_now",
+        [send(CV + b"SUB foo 1\r\nUNSUB 1 1234567890\r\nPUB foo 1\r\nx\r\n"), ping()],
+        I + PONG,
+    ),
+    Case(
+        "unsub_max_negative_removes_now",
+        [send(CV + b"SUB foo 1\r\nUNSUB 1 -2\r\nPUB foo 1\r\nx\r\n"), ping()],
+        I + PONG,
+    ),
+    Case(
+        "unsub_max_nine_digits_keeps",
+        [send(CV + b"SUB foo 1\r\nUNSUB 1 999999999\r\nPUB foo 1\r\nx\r\n"), ping()],
+        I + "MSG foo 1 1\r\nx\r\n" + PONG,
     ),
     Case("unsub_three_args_closes_silently", [send(b"UNSUB 1 2 3\r\n"), eof()], I + EOF),
     Case(
