@@ -1,0 +1,609 @@
+"""The load generator: raw-socket NATS clients in separate processes, built not to be the
+bottleneck.
+
+Publishers send one pre-built buffer of many identical PUB frames with ``sendall`` over and
+over (about 512 KiB per write) and finish with PING, awaiting PONG, so the server has read
+everything. Subscribers never parse: every delivered frame has the same size, so they
+``recv_into`` one reusable buffer and count bytes; the message count is bytes / frame size, and
+"done" is exactly N * frame size bytes (anything else the server sends breaks the equality and
+is reported). Progress goes to shared memory; the orchestrator polls it. All processes share
+CLOCK_MONOTONIC (time.perf_counter), so rates run from the first send to the last receive.
+
+The request/reply responder does parse (it needs the reply subject), but answers one request
+per round trip, which costs it nothing measurable next to the round trip itself.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import multiprocessing as mp
+import multiprocessing.sharedctypes
+import os
+import queue as queue_mod
+import resource
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.certs import CertFiles
+
+SUBJECT = b"bench.s"
+SUB_SID = b"1"
+REQ_SUBJECT = b"bench.req"
+INBOX = b"bench.inbox"
+INBOX_SID = b"2"
+QUEUE = b"q4"
+WRITE_TARGET = 512 * 1024   # bytes per sendall of the pre-built buffer
+RECV_BUF = 1 << 20
+PING = b"PING\r\n"
+
+_ctx = mp.get_context("fork")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class LoadError(RuntimeError):
+    """A run did not complete as expected (server error, lost messages, stalled delivery)."""
+
+
+# -- frames ----------------------------------------------------------------------------------
+def payload_bytes(size: int) -> bytes:
+    # A filler no sink scan can mistake for PING or PUB.
+    return b"x" * size
+
+
+def pub_frame(size: int, subject: bytes = SUBJECT, reply: bytes = b"") -> bytes:
+    head = b"PUB " + subject + (b" " + reply if reply else b"") + b" %d\r\n" % size
+    return head + payload_bytes(size) + b"\r\n"
+
+
+def msg_header(size: int, subject: bytes = SUBJECT, sid: bytes = SUB_SID) -> bytes:
+    return b"MSG " + subject + b" " + sid + b" %d\r\n" % size
+
+
+def msg_frame(size: int, subject: bytes = SUBJECT, sid: bytes = SUB_SID) -> bytes:
+    return msg_header(size, subject, sid) + payload_bytes(size) + b"\r\n"
+
+
+def frames_per_write(frame_len: int) -> int:
+    return max(1, WRITE_TARGET // frame_len)
+
+
+# -- connections -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TLSSpec:
+    """What a client needs for TLS: the mode ("none", "tls", "mtls") and the files."""
+    mode: str = "none"
+    certs: CertFiles | None = None
+
+    def client_context(self) -> ssl.SSLContext | None:
+        if self.mode == "none":
+            return None
+        assert self.certs is not None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.certs.ca_file)
+        if self.mode == "mtls":
+            ctx.load_cert_chain(self.certs.client_cert, self.certs.client_key)
+        return ctx
+
+
+Sock = socket.socket  # ssl.SSLSocket is a subclass
+
+
+def _read_until(sock: Sock, marker: bytes, data: bytes = b"", limit: int = 1 << 16) -> bytes:
+    while marker not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise LoadError(f"connection closed while waiting for {marker!r}; got {data[:200]!r}")
+        data += chunk
+        if b"-ERR" in data:
+            raise LoadError(f"server error: {data[data.index(b'-ERR'):][:200]!r}")
+        if len(data) > limit:
+            raise LoadError(f"no {marker!r} in {len(data)} bytes")
+    return data
+
+
+def connect_op(tls: bool, name: str) -> bytes:
+    opts: dict[str, Any] = {"verbose": False, "pedantic": False, "tls_required": tls, "name": name,
+                            "lang": "python-raw", "version": "0", "protocol": 1, "headers": False}
+    return b"CONNECT " + json.dumps(opts, separators=(",", ":")).encode() + b"\r\n"
+
+
+def nats_connect(port: int, ctx: ssl.SSLContext | None, *, name: str = "bench",
+                 after_connect: bytes = b"", timeout: float | None = 30.0) -> Sock:
+    """INFO -> (TLS) -> CONNECT [+ after_connect] -> PING -> PONG; returns the socket, blocking."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        info = _read_until(sock, b"\r\n")
+        if not info.startswith(b"INFO "):
+            raise LoadError(f"expected INFO, got {info[:100]!r}")
+        if ctx is not None:
+            sock = ctx.wrap_socket(sock, server_hostname="localhost")
+        sock.sendall(connect_op(ctx is not None, name) + after_connect + b"PING\r\n")
+        _read_until(sock, b"PONG\r\n")
+        sock.settimeout(None)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _linger() -> None:
+    # Stay until the orchestrator has read our CPU time from /proc; it then terminates us.
+    signal.pause()
+
+
+# -- child processes -------------------------------------------------------------------------
+# Children report on an events queue: ("ready", idx), ("error", idx, text), ("result", idx, data).
+
+def _subscriber(idx: int, port: int, tls: TLSSpec, sub_line: bytes, header: bytes,
+                nbytes: Any, tlast: Any, events: Any) -> None:
+    try:
+        sock = nats_connect(port, tls.client_context(), name=f"sub{idx}", after_connect=sub_line)
+    except Exception as e:  # reported, the orchestrator decides
+        events.put(("error", idx, f"subscriber connect: {e}"))
+        return
+    events.put(("ready", idx))
+    buf = bytearray(RECV_BUF)
+    recv_into, now = sock.recv_into, time.perf_counter
+    total = 0
+    try:
+        n = recv_into(buf)
+        first = bytes(buf[:n])
+        while first.startswith(PING):  # the server's RTT ping may come first
+            first = first[len(PING):]
+        if first[:len(header)] != header[:len(first)]:
+            events.put(("error", idx, f"unexpected delivery {first[:80]!r}"))
+        total = n
+        nbytes[idx] = total
+        tlast[idx] = now()
+        while n:
+            n = recv_into(buf)
+            total += n
+            nbytes[idx] = total
+            tlast[idx] = now()
+    except OSError as e:
+        events.put(("closed", idx, f"{e!r} after {total} bytes"))
+        return
+    events.put(("closed", idx, f"EOF after {total} bytes"))
+
+
+def _publisher(idx: int, port: int, tls: TLSSpec, frame: bytes, duration: float, msgs: int,
+               go: Any, events: Any) -> None:
+    try:
+        sock = nats_connect(port, tls.client_context(), name=f"pub{idx}")
+        k = frames_per_write(len(frame))
+        block = frame * k
+        tail = frame * (msgs % k) if msgs else b""
+        events.put(("ready", idx))
+        go.wait()
+        sendall, now = sock.sendall, time.perf_counter
+        t0 = now()
+        sent = 0
+        if msgs:
+            for _ in range(msgs // k):
+                sendall(block)
+            if tail:
+                sendall(tail)
+            sent = msgs
+        else:
+            deadline = t0 + duration
+            while now() < deadline:
+                sendall(block)
+                sent += k
+        t_sent = now()
+        sendall(b"PING\r\n")
+        _read_until(sock, b"PONG\r\n")
+        t_pong = now()
+        events.put(("result", idx, {"t0": t0, "t_sent": t_sent, "t_pong": t_pong, "sent": sent}))
+        sock.close()
+    except Exception as e:
+        events.put(("error", idx, f"publisher: {e!r}"))
+    _linger()
+
+
+def _responder(idx: int, port: int, tls: TLSSpec, size: int, events: Any) -> None:
+    """Answers each MSG bench.req <sid> <reply> <size> with PUB <reply> <size> <payload>."""
+    try:
+        sock = nats_connect(port, tls.client_context(), name="responder",
+                            after_connect=b"SUB " + REQ_SUBJECT + b" 1\r\n")
+    except Exception as e:
+        events.put(("error", idx, f"responder connect: {e}"))
+        return
+    events.put(("ready", idx))
+    reply_tail = b" %d\r\n" % size + payload_bytes(size) + b"\r\n"
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+            out = []
+            while True:
+                eol = data.find(b"\r\n")
+                if eol < 0:
+                    break
+                parts = data[:eol].split()
+                if parts[0] == b"PING":
+                    out.append(b"PONG\r\n")
+                    data = data[eol + 2:]
+                    continue
+                if parts[0] != b"MSG" or len(parts) != 5:
+                    data = data[eol + 2:]   # INFO updates, +OK: nothing to answer
+                    continue
+                end = eol + 2 + int(parts[4]) + 2
+                if len(data) < end:
+                    break
+                out.append(b"PUB " + parts[3] + reply_tail)
+                data = data[end:]
+            if out:
+                sock.sendall(b"".join(out))
+    except OSError:
+        return
+
+
+def _requester(idx: int, port: int, tls: TLSSpec, size: int, duration: float, max_reqs: int,
+               go: Any, events: Any) -> None:
+    try:
+        sock = nats_connect(port, tls.client_context(), name="requester",
+                            after_connect=b"SUB " + INBOX + b" " + INBOX_SID + b"\r\n")
+        request = pub_frame(size, REQ_SUBJECT, INBOX)
+        want = len(msg_frame(size, INBOX, INBOX_SID))
+        header = msg_header(size, INBOX, INBOX_SID)
+        events.put(("ready", idx))
+        go.wait()
+        lat = array.array("d")
+        buf = bytearray(65536)
+        now, sendall, recv_into = time.perf_counter, sock.sendall, sock.recv_into
+        start = now()
+        deadline = start + duration
+        got_header = b""
+        while True:
+            t = now()
+            if t >= deadline or (max_reqs and len(lat) >= max_reqs):
+                break
+            sendall(request)
+            have = 0
+            while have < want:
+                n = recv_into(buf)
+                if not n:
+                    raise LoadError("connection closed during request")
+                if have == 0:
+                    got_header = bytes(buf[:len(header)])
+                have += n
+            lat.append(now() - t)
+            if have != want or got_header != header:
+                raise LoadError(f"unexpected reply: {have} bytes (want {want}), starts {got_header!r}")
+        elapsed = now() - start
+        events.put(("result", idx, {"lat": lat.tobytes(), "elapsed": elapsed}))
+        sock.close()
+    except Exception as e:
+        events.put(("error", idx, f"requester: {e!r}"))
+    _linger()
+
+
+def _connector(idx: int, port: int, tls: TLSSpec, duration: float, max_conns: int,
+               go: Any, events: Any) -> None:
+    ctx = tls.client_context()
+    events.put(("ready", idx))
+    go.wait()
+    now = time.perf_counter
+    t0 = now()
+    deadline = t0 + duration
+    done = errors = 0
+    first_error = ""
+    while now() < deadline and not (max_conns and done >= max_conns):
+        try:
+            sock = nats_connect(port, ctx, name=f"conn{idx}", timeout=10.0)
+            sock.close()
+            done += 1
+        except (OSError, LoadError) as e:
+            errors += 1
+            first_error = first_error or repr(e)
+    events.put(("result", idx, {"t0": t0, "t1": now(), "done": done, "errors": errors,
+                                "first_error": first_error}))
+    _linger()
+
+
+# -- orchestration ---------------------------------------------------------------------------
+def _children_cpu() -> float:
+    # Reaped children only: _Children.close() joins every process before reading this.
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+class _Children:
+    """Child processes plus their events queue; kills leftovers on exit."""
+
+    def __init__(self) -> None:
+        self.events: Any = _ctx.Queue()
+        self.procs: list[Any] = []
+        self.results: dict[int, Any] = {}
+        self.closed: dict[int, str] = {}
+        self._cpu0 = _children_cpu()
+        self.cpu = 0.0   # the children's CPU seconds, known after close()
+
+    def spawn(self, target: Callable[..., None], *args: Any) -> None:
+        p = _ctx.Process(target=target, args=args, daemon=True)
+        p.start()
+        self.procs.append(p)
+
+    def snapshot(self) -> tuple[float, list[float]]:
+        """(wall time, CPU seconds of each child) for utilisation over a phase."""
+        t = time.perf_counter()
+        cpus = []
+        for p in self.procs:
+            try:
+                with open(f"/proc/{p.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                cpus.append((int(fields[11]) + int(fields[12])) / _CLK_TCK)
+            except (OSError, IndexError, ValueError):
+                cpus.append(float("nan"))
+        return t, cpus
+
+    @staticmethod
+    def peak(a: tuple[float, list[float]], b: tuple[float, list[float]]) -> float:
+        """The busiest child's share of one core between two snapshots."""
+        wall = b[0] - a[0]
+        shares = [(y - x) / wall for x, y in zip(a[1], b[1], strict=False) if y == y and x == x]
+        return max(shares, default=0.0) if wall > 0 else 0.0
+
+    def _handle(self, ev: tuple[Any, ...]) -> str:
+        kind = ev[0]
+        if kind == "error":
+            raise LoadError(ev[2])
+        if kind == "result":
+            self.results[ev[1]] = ev[2]
+        elif kind == "closed":
+            self.closed[ev[1]] = ev[2]
+        return str(kind)
+
+    def wait_for(self, kind: str, count: int, timeout: float, alive: Callable[[], None]) -> None:
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while seen < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LoadError(f"timed out waiting for {count - seen} {kind!r} event(s)")
+            try:
+                ev = self.events.get(timeout=min(left, 0.5))
+            except queue_mod.Empty:
+                alive()
+                continue
+            if self._handle(ev) == kind:
+                seen += 1
+
+    def poll(self) -> None:
+        while True:
+            try:
+                ev = self.events.get_nowait()
+            except queue_mod.Empty:
+                return
+            self._handle(ev)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        self.events.close()
+        self.events.join_thread()
+        self.cpu = _children_cpu() - self._cpu0
+
+    def __enter__(self) -> _Children:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Probe:
+    """What the orchestrator may ask of the server under test during a run."""
+    cpu_seconds: Callable[[], float]
+    alive: Callable[[], None]
+
+
+@dataclass
+class PubSubResult:
+    msgs: int            # messages published
+    delivered: int       # messages received by all subscribers together
+    elapsed: float       # first send -> last receive (or PONG for pub-only)
+    server_cpu: float    # server CPU seconds during the run
+    gen_cpu: float = 0.0  # the generator's CPU seconds (its processes' whole lives)
+    gen_peak: float = 0.0  # the busiest generator process's share of a core during the run
+
+    @property
+    def rate(self) -> float:
+        return self.msgs / self.elapsed
+
+
+def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool, size: int,
+               duration: float, msgs: int = 0, blast: bool = False, stall: float = 10.0) -> PubSubResult:
+    """One publisher (or, with ``blast``, the self-check sink itself) -> ``subs`` subscribers.
+
+    Plain subscribers must each get every message; a queue group must get each message once.
+    """
+    header = msg_header(size)
+    frame_len = len(msg_frame(size))
+    sub_line = b"SUB " + SUBJECT + (b" " + QUEUE if queue else b"") + b" " + SUB_SID + b"\r\n"
+    nbytes = multiprocessing.sharedctypes.RawArray("q", max(subs, 1))
+    tlast = multiprocessing.sharedctypes.RawArray("d", max(subs, 1))
+    with _Children() as ch:
+        for i in range(subs):
+            ch.spawn(_subscriber, i, port, tls, sub_line, header, nbytes, tlast, ch.events)
+        ch.wait_for("ready", subs, 30, probe.alive)
+        go = _ctx.Event()
+        if not blast:
+            ch.spawn(_publisher, 100, port, tls, pub_frame(size), duration, msgs, go, ch.events)
+            ch.wait_for("ready", 1, 30, probe.alive)
+        cpu0 = probe.cpu_seconds()
+        snap0 = ch.snapshot()
+        if blast:
+            t0, sent = _trigger_blast(port, duration, msgs)
+        else:
+            go.set()
+            ch.wait_for("result", 1, duration + 120, probe.alive)
+            res = ch.results[100]
+            t0, sent = res["t0"], res["sent"]
+        if subs == 0:
+            t_end = ch.results[100]["t_pong"]
+            delivered = 0
+        else:
+            per_sub = sent * frame_len
+            last_total, last_change = -1, time.monotonic()
+            while True:
+                ch.poll()
+                totals = list(nbytes)
+                total = sum(totals)
+                if (queue and total >= per_sub) or (not queue and min(totals) >= per_sub):
+                    t_end = max(tlast)
+                    break
+                if ch.closed:
+                    raise LoadError(f"subscriber connection closed early: {ch.closed}")
+                if total != last_total:
+                    last_total, last_change = total, time.monotonic()
+                elif time.monotonic() - last_change > stall:
+                    got = [b // frame_len for b in totals]
+                    raise LoadError(f"delivery stalled: subscribers got {got} of {sent} messages")
+                probe.alive()
+                time.sleep(0.005)
+            # The server may have sent a PING or two (nats-server pings new clients once to
+            # learn the RTT); those are the only extra bytes tolerated. Give a frame cut by
+            # such a PING a moment to arrive before checking the count exactly.
+            time.sleep(0.05)
+            totals = list(nbytes)
+            extras = [sum(totals) - per_sub] if queue else [t - per_sub for t in totals]
+            if any(x < 0 or x % len(PING) or x > 2 * len(PING) * subs for x in extras):
+                raise LoadError(f"subscribers received {totals} bytes, expected "
+                                f"{'a total of ' if queue else ''}{per_sub} ({sent} frames of {frame_len})")
+            delivered = sent if queue else sent * subs
+        cpu1 = probe.cpu_seconds()
+        peak = ch.peak(snap0, ch.snapshot())
+        probe.alive()
+    return PubSubResult(msgs=sent, delivered=delivered, elapsed=t_end - t0, server_cpu=cpu1 - cpu0,
+                        gen_cpu=ch.cpu, gen_peak=peak)
+
+
+def _trigger_blast(port: int, duration: float, msgs: int) -> tuple[float, int]:
+    """Self-check: ask the sink to blast MSG frames at its subscribers; returns (t0, count)."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        _read_until(s, b"\r\n")  # the sink's INFO
+        s.sendall(b"BLAST %d %d\r\n" % (int(duration * 1000), msgs))
+        line = _read_until(s, b"\r\n", limit=1 << 10)
+        parts = line.split()
+        if parts[0] != b"SENT":
+            raise LoadError(f"sink said {line!r}")
+        return float(parts[2]), int(parts[1])
+
+
+@dataclass
+class ReqRepResult:
+    latencies: list[float]
+    elapsed: float
+    server_cpu: float
+    gen_cpu: float = 0.0
+    gen_peak: float = 0.0
+
+    def percentile(self, p: float) -> float:
+        s = sorted(self.latencies)
+        return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def run_reqrep(port: int, probe: Probe, *, tls: TLSSpec, size: int, duration: float,
+               max_reqs: int = 0, responder: bool = True) -> ReqRepResult:
+    """Sequential requests from one requester to one responder, one at a time (latency)."""
+    with _Children() as ch:
+        if responder:
+            ch.spawn(_responder, 0, port, tls, size, ch.events)
+            ch.wait_for("ready", 1, 30, probe.alive)
+        go = _ctx.Event()
+        ch.spawn(_requester, 1, port, tls, size, duration, max_reqs, go, ch.events)
+        ch.wait_for("ready", 1, 30, probe.alive)
+        cpu0 = probe.cpu_seconds()
+        snap0 = ch.snapshot()
+        go.set()
+        ch.wait_for("result", 1, duration + 120, probe.alive)
+        cpu1 = probe.cpu_seconds()
+        peak = ch.peak(snap0, ch.snapshot())
+        res = ch.results[1]
+    lat = array.array("d")
+    lat.frombytes(res["lat"])
+    if not lat:
+        raise LoadError("no request completed")
+    return ReqRepResult(latencies=list(lat), elapsed=res["elapsed"], server_cpu=cpu1 - cpu0, gen_cpu=ch.cpu, gen_peak=peak)
+
+
+@dataclass
+class ConnResult:
+    conns: int
+    errors: int
+    elapsed: float
+    server_cpu: float
+    gen_cpu: float = 0.0
+    gen_peak: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.conns / self.elapsed
+
+
+def run_connrate(port: int, probe: Probe, *, tls: TLSSpec, clients: int, duration: float,
+                 max_conns: int = 0) -> ConnResult:
+    """``clients`` processes each connecting one after another: INFO, TLS, CONNECT, PING/PONG, close."""
+    with _Children() as ch:
+        go = _ctx.Event()
+        for i in range(clients):
+            ch.spawn(_connector, i, port, tls, duration, max_conns, go, ch.events)
+        ch.wait_for("ready", clients, 30, probe.alive)
+        cpu0 = probe.cpu_seconds()
+        snap0 = ch.snapshot()
+        go.set()
+        ch.wait_for("result", clients, duration + 120, probe.alive)
+        cpu1 = probe.cpu_seconds()
+        peak = ch.peak(snap0, ch.snapshot())
+        res = list(ch.results.values())
+    done = sum(r["done"] for r in res)
+    errors = sum(r["errors"] for r in res)
+    if errors > max(2, done // 100):
+        first = next(r["first_error"] for r in res if r["first_error"])
+        raise LoadError(f"{errors} of {done + errors} connections failed, first: {first}")
+    if done == 0:
+        raise LoadError("no connection completed")
+    elapsed = max(r["t1"] for r in res) - min(r["t0"] for r in res)
+    return ConnResult(conns=done, errors=errors, elapsed=elapsed, server_cpu=cpu1 - cpu0, gen_cpu=ch.cpu, gen_peak=peak)
+
+
+# -- idle connections and subscriptions (memory) ---------------------------------------------
+def open_idle(port: int, count: int, into: list[Sock]) -> None:
+    """Open ``count`` more idle client connections: accepted one by one (so no listen backlog
+    overflows), then CONNECT+PING to all, then every PONG read."""
+    fresh: list[Sock] = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            fresh.append(s)
+            _read_until(s, b"\r\n")
+        op = connect_op(False, "idle") + b"PING\r\n"
+        for s in fresh:
+            s.sendall(op)
+        for s in fresh:
+            _read_until(s, b"PONG\r\n")
+    finally:
+        into.extend(fresh)
+
+
+def subscribe_many(sock: Sock, count: int) -> None:
+    """``count`` subscriptions on distinct subjects on one connection, confirmed by PING/PONG."""
+    lines = b"".join(b"SUB bench.mem.%d %d\r\n" % (i, i + 1) for i in range(count))
+    sock.sendall(lines + b"PING\r\n")
+    _read_until(sock, b"PONG\r\n")
