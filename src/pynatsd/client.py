@@ -961,102 +961,15 @@ class ClientConnection(asyncio.Protocol):
         """Deliver to every matching subscription (one per queue group). True if any got it."""
         server = self.server
         result = server.sublist.match(subject)
-        targets = result.plain
-        queues = result.queues
-        echo = self.echo
-        if queues:
-            # one member per group: random start, then ring order past members that can't take it
-            targets = list(targets)
-            for group in queues:
-                n = len(group)
-                start = int(random.random() * n) if n > 1 else 0
-                for k in range(n):
-                    sub = group[(start + k) % n]
-                    c = sub.client
-                    if c.closed or (c is self and not echo):
-                        continue
-                    if c.perms is not None and not c.perms.can_deliver(subject):
-                        continue
-                    if sub.max_msgs and sub.delivered >= sub.max_msgs:
-                        continue
-                    targets.append(sub)
-                    break
-        if not targets:
-            return False
-        size = len(data)
-        if hdr_digits is None:
-            head = b"MSG " + subject + b" "
-            tail = (b" " + reply + b" " if reply else b" ") + size_digits + _CRLF + data + _CRLF
-        else:
-            head = b"HMSG " + subject + b" "
-            tail = (b" " + reply + b" " if reply else b" ") + hdr_digits + b" " + size_digits + _CRLF + data + _CRLF
-        head_nh = b""  # receivers without headers get the payload only (built on first use)
-        tail_nh = b""
-        base = len(head) + len(tail)
-        trace = server.trace
-        delivered = 0
-        out_bytes = 0
-        expired: list[Subscription] | None = None
-        for sub in targets:
-            c = sub.client
-            if c.closed or (c is self and not echo):
-                continue
-            cperms = c.perms
-            if cperms is not None:
-                if cperms.deliver_deny is not None and not cperms.can_deliver(subject):
-                    continue
-            max_msgs = sub.max_msgs
-            if max_msgs and sub.delivered >= max_msgs:
-                continue
-            if hdr_digits is None or c.headers:
-                h = head
-                t = tail
-                nbytes = base
-                msize = size
-            else:
-                if not head_nh:
-                    msize = size - hdr_len
-                    head_nh = b"MSG " + subject + b" "
-                    tail_nh = (
-                        (b" " + reply + b" " if reply else b" ") + str(msize).encode() + _CRLF + data[hdr_len:] + _CRLF
-                    )
-                h = head_nh
-                t = tail_nh
-                nbytes = len(h) + len(t)
-                msize = size - hdr_len
-            sid = sub.sid
-            out = c.out
-            out.append(h)
-            out.append(sid)
-            out.append(t)
-            c.out_size += nbytes + len(sid)
-            c.out_msgs += 1
-            c.out_bytes += msize
-            out_bytes += msize
-            delivered += 1
-            sub.delivered += 1
-            if reply and c.replies is not None:
-                c._record_reply(reply)
-            if trace:
-                c.trace(f"->> [{(h + sid + t[: t.index(_CRLF)]).decode('utf-8', 'replace')}]")
-            if not c.dirty:
-                c.dirty = True
-                server.mark_dirty(c)
-            if c.out_size + c.wbuf > c.stall_at:
-                c._pending_high(self)
-            if max_msgs and sub.delivered >= max_msgs:
-                if expired is None:
-                    expired = []
-                expired.append(sub)
-        if expired is not None:
-            for sub in expired:
-                sub.client.remove_sub(sub)
-        if delivered:
-            stats = server.stats
-            stats.out_msgs += delivered
-            stats.out_bytes += out_bytes
-            return True
-        return False
+        routes = server.routes
+        if routes is None:
+            return deliver(
+                server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, result.queues
+            )
+        # clustering (cluster/routes.py): routes with interest get the message once each, and a
+        # queue group's member is picked cluster-wide (the groups a route took are not local)
+        routed, queues = routes.forward(subject, reply, hdr_len if hdr_digits is not None else -1, data, result)
+        return deliver(server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues) or routed
 
     def _send_no_responders(self, subject: bytes, reply: bytes) -> None:
         """503 to the publisher on its own plain subscription matching the reply subject."""
@@ -1099,3 +1012,115 @@ def _trace_payload(payload: bytes, limit: int) -> str:
     if limit > 0 and len(payload) > limit:
         return wire.go_quote(payload[:limit]) + "..."
     return wire.go_quote(payload)
+
+
+def deliver(
+    server: Server,
+    src: Any,
+    subject: bytes,
+    reply: bytes,
+    size_digits: bytes,
+    data: bytes,
+    hdr_digits: bytes | None,
+    hdr_len: int,
+    plain: list[Subscription],
+    queues: list[list[Subscription]],
+) -> bool:
+    """Deliver a message to the ``plain`` subscriptions and one member of each queue group in
+    ``queues``. ``src`` is the publishing connection (a client, or a route for routed messages:
+    its ``echo`` is True and it is never a subscriber). True if any subscription got it."""
+    targets = plain
+    echo = src.echo
+    if queues:
+        # one member per group: random start, then ring order past members that can't take it
+        targets = list(targets)
+        for group in queues:
+            n = len(group)
+            start = int(random.random() * n) if n > 1 else 0
+            for k in range(n):
+                sub = group[(start + k) % n]
+                c = sub.client
+                if c.closed or (c is src and not echo):
+                    continue
+                if c.perms is not None and not c.perms.can_deliver(subject):
+                    continue
+                if sub.max_msgs and sub.delivered >= sub.max_msgs:
+                    continue
+                targets.append(sub)
+                break
+    if not targets:
+        return False
+    size = len(data)
+    if hdr_digits is None:
+        head = b"MSG " + subject + b" "
+        tail = (b" " + reply + b" " if reply else b" ") + size_digits + _CRLF + data + _CRLF
+    else:
+        head = b"HMSG " + subject + b" "
+        tail = (b" " + reply + b" " if reply else b" ") + hdr_digits + b" " + size_digits + _CRLF + data + _CRLF
+    head_nh = b""  # receivers without headers get the payload only (built on first use)
+    tail_nh = b""
+    base = len(head) + len(tail)
+    trace = server.trace
+    delivered = 0
+    out_bytes = 0
+    expired: list[Subscription] | None = None
+    for sub in targets:
+        c = sub.client
+        if c.closed or (c is src and not echo):
+            continue
+        cperms = c.perms
+        if cperms is not None:
+            if cperms.deliver_deny is not None and not cperms.can_deliver(subject):
+                continue
+        max_msgs = sub.max_msgs
+        if max_msgs and sub.delivered >= max_msgs:
+            continue
+        if hdr_digits is None or c.headers:
+            h = head
+            t = tail
+            nbytes = base
+            msize = size
+        else:
+            if not head_nh:
+                msize = size - hdr_len
+                head_nh = b"MSG " + subject + b" "
+                tail_nh = (
+                    (b" " + reply + b" " if reply else b" ") + str(msize).encode() + _CRLF + data[hdr_len:] + _CRLF
+                )
+            h = head_nh
+            t = tail_nh
+            nbytes = len(h) + len(t)
+            msize = size - hdr_len
+        sid = sub.sid
+        out = c.out
+        out.append(h)
+        out.append(sid)
+        out.append(t)
+        c.out_size += nbytes + len(sid)
+        c.out_msgs += 1
+        c.out_bytes += msize
+        out_bytes += msize
+        delivered += 1
+        sub.delivered += 1
+        if reply and c.replies is not None:
+            c._record_reply(reply)
+        if trace:
+            c.trace(f"->> [{(h + sid + t[: t.index(_CRLF)]).decode('utf-8', 'replace')}]")
+        if not c.dirty:
+            c.dirty = True
+            server.mark_dirty(c)
+        if c.out_size + c.wbuf > c.stall_at:
+            c._pending_high(src)
+        if max_msgs and sub.delivered >= max_msgs:
+            if expired is None:
+                expired = []
+            expired.append(sub)
+    if expired is not None:
+        for sub in expired:
+            sub.client.remove_sub(sub)
+    if delivered:
+        stats = server.stats
+        stats.out_msgs += delivered
+        stats.out_bytes += out_bytes
+        return True
+    return False

@@ -229,6 +229,9 @@ class Server:
         self.port = 0
         self.http_port = 0
         self.monitor: Any = None
+        # clustering (pynatsd.cluster.routes.RouteManager) when a cluster port is configured
+        self.routes: Any = None
+        self.cluster_port = 0
         self.tls: Any = None  # pynatsd.tls.context.ServerTLS when the client port has TLS
         self.tls_required = False
         self.tls_verify = False
@@ -275,6 +278,11 @@ class Server:
         if opts.config_file:
             log.info("Using configuration file: %s", opts.config_file)
         self._setup_tls()
+        if opts.cluster is not None and opts.cluster.port != 0:
+            from pynatsd.cluster.routes import RouteManager
+
+            # before the client listener: it watches the subscription trie from the first SUB
+            self.routes = RouteManager(self)
         port = 0 if opts.port == RANDOM_PORT else opts.port
         try:
             srv = await self.loop.create_server(
@@ -294,6 +302,9 @@ class Server:
         if self.tls is not None and self.tls_handshake_first is True:
             log.warning('Clients that are not using "TLS Handshake First" option will fail to connect')
         log.info("Server is ready")
+        if self.routes is not None:
+            await self.routes.start()
+            self.cluster_port = self.routes.port
 
     def _setup_tls(self) -> None:
         opts = self.opts
@@ -336,6 +347,8 @@ class Server:
             task.cancel()
         for srv in self._listeners:
             srv.close()
+        if self.routes is not None:
+            await self.routes.shutdown()
         log.debug("Client accept loop exiting..")
         for c in list(self.clients.values()):
             c.close(REASON_SHUTDOWN)
@@ -369,6 +382,8 @@ class Server:
         self.lame_duck_mode = True
         opts = self.opts
         log.info("Entering lame duck mode, stop accepting new clients")
+        if self.routes is not None:
+            self.routes.lame_duck()  # other nodes stop offering our URL to their clients
         for srv in self._listeners:
             srv.close()
         clients = list(self.clients.values())
@@ -484,6 +499,11 @@ class Server:
             info["client_id"] = client.cid
         if client.host:
             info["client_ip"] = client.host
+        if self.routes is not None:
+            info["cluster"] = self.routes.cluster_name
+            urls = self.routes.client_connect_urls()
+            if urls:
+                info["connect_urls"] = urls
         if ldm:
             info["ldm"] = True
         if connect_info:
@@ -510,6 +530,8 @@ class Server:
                 raise ConfigError(f"config reload not supported for {go_name}: old={a}, new={b}")
         if (old.tls is None) != (new.tls is None) or old.tls != new.tls:
             raise ConfigError("config reload not supported for TLS changes yet")
+        if old.cluster != new.cluster:
+            raise ConfigError("config reload not supported for cluster changes yet")
         self.opts = new
         if self.manage_logging:
             configure_logging(new)
@@ -617,6 +639,10 @@ def ports_document(server: Server) -> dict[str, list[str]]:
                 mon.append(f"https://{_url_host(opts.http_host)}:{port}")
     if mon:
         doc["monitoring"] = mon
+    if server.routes is not None and server.cluster_port:
+        c = opts.cluster
+        assert c is not None
+        doc["cluster"] = [f"nats://{_url_host(c.host)}:{server.cluster_port}"]
     return doc
 
 

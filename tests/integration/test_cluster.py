@@ -1,0 +1,485 @@
+"""Clusters of pynatsd servers (in-process, loopback, random ports) with nats-py clients.
+
+Three-node meshes formed through gossip, pub/sub with wildcards, queue groups, interest removal,
+request/reply and no-responders, headers, a node killed and restarted, duplicate routes, route
+authorization, cluster names and lame duck. TLS on routes: test_cluster_tls.py.
+
+Propagation waits use a barrier: a subscription made on the connection that holds the test
+subscriptions, published to from every other node until it arrives. Interest and messages on one
+route travel in order, so once the barrier went through, everything sent before it did too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from tests.helpers.rawclient import AsyncRawClient
+from tests.helpers.servers import free_port
+
+from pynatsd.config.options import ClusterOptions, ServerOptions
+from pynatsd.server import Server
+
+HOST = "127.0.0.1"
+_ids = itertools.count()
+
+
+# -- helpers (also used by tests/interop/test_cluster_mixed.py) ------------------------------------
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` until true (no event exists for state inside other servers)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def connect(port: int, **kw: Any) -> NATS:
+    return await nats.connect(f"nats://{HOST}:{port}", allow_reconnect=False, **kw)
+
+
+async def barrier(owner: NATS, others: list[NATS], timeout: float = 10.0) -> None:
+    """Return once a message published on each of ``others`` reaches ``owner``: all interest
+    ``owner``'s server sent before, and all messages the others published before, have arrived."""
+    subject = f"_barrier.{next(_ids)}"
+    got = asyncio.Event()
+
+    async def cb(_m: Msg) -> None:
+        got.set()
+
+    sub = await owner.subscribe(subject, cb=cb)
+    await owner.flush()
+    deadline = time.monotonic() + timeout
+    for nc in others:
+        got.clear()
+        while not got.is_set():
+            if time.monotonic() > deadline:
+                raise AssertionError("barrier did not go through")
+            await nc.publish(subject, b"")
+            await nc.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(got.wait(), 0.05)
+    await sub.unsubscribe()
+
+
+class Inbox:
+    """Messages received by the subscriptions of a test (by label)."""
+
+    def __init__(self) -> None:
+        self.msgs: dict[str, list[Msg]] = {}
+        self.changed = asyncio.Event()
+
+    def cb(self, label: str) -> Callable[[Msg], Awaitable[None]]:
+        self.msgs.setdefault(label, [])
+
+        async def handler(m: Msg) -> None:
+            self.msgs[label].append(m)
+            self.changed.set()
+
+        return handler
+
+    def data(self, label: str) -> list[bytes]:
+        return [m.data for m in self.msgs.get(label, [])]
+
+    def total(self) -> int:
+        return sum(len(v) for v in self.msgs.values())
+
+    async def wait_total(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.total() < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"expected {n} messages, got {self.total()}: {self.msgs}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), left)
+
+
+def node_options(
+    server_name: str,
+    routes: tuple[str, ...] = (),
+    *,
+    port: int = -1,
+    cluster_port: int = -1,
+    **cluster_kw: Any,
+) -> ServerOptions:
+    cluster_kw.setdefault("name", "C1")
+    return ServerOptions(
+        host=HOST,
+        port=port,
+        server_name=server_name,
+        cluster=ClusterOptions(host=HOST, port=cluster_port, routes=routes, **cluster_kw),
+    )
+
+
+def route_url(s: Server, user: str = "") -> str:
+    assert s.routes is not None
+    return f"nats-route://{user + '@' if user else ''}{HOST}:{s.routes.port}"
+
+
+def nroutes(s: Server) -> int:
+    return len(s.routes) if s.routes is not None else 0
+
+
+class Cluster:
+    """In-process pynatsd servers stopped at the end of the test."""
+
+    def __init__(self) -> None:
+        self.servers: list[Server] = []
+        self.clients: list[NATS] = []
+
+    async def start(self, opts: ServerOptions) -> Server:
+        s = Server(opts)
+        await s.start()
+        self.servers.append(s)
+        return s
+
+    async def client(self, s: Server, **kw: Any) -> NATS:
+        nc = await connect(s.port, **kw)
+        self.clients.append(nc)
+        return nc
+
+    async def close(self) -> None:
+        for nc in self.clients:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        for s in reversed(self.servers):
+            await s.shutdown()
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def three_nodes(cluster: Cluster, **kw: Any) -> list[Server]:
+    """A seed and two nodes that only know the seed: the full mesh comes from gossip."""
+    s1 = await cluster.start(node_options("P1", **kw))
+    s2 = await cluster.start(node_options("P2", (route_url(s1),), **kw))
+    s3 = await cluster.start(node_options("P3", (route_url(s1),), **kw))
+    servers = [s1, s2, s3]
+    await wait_until(lambda: all(nroutes(s) == 2 for s in servers), what="a full mesh")
+    return servers
+
+
+# -- mesh, discovery, monitoring ---------------------------------------------------------------------
+
+
+async def test_full_mesh_through_gossip(cluster: Cluster) -> None:
+    s1, s2, s3 = await three_nodes(cluster)
+    ids = {s.server_id for s in (s1, s2, s3)}
+    for s in (s1, s2, s3):
+        assert s.routes is not None
+        assert set(s.routes.routes) == ids - {s.server_id}
+    # s2 and s3 found each other through s1's gossip: one of them dialled, implicitly
+    assert s2.routes is not None
+    r23 = s2.routes.routes[s3.server_id]
+    assert not r23.is_configured
+    # /routez entries
+    assert s2.routes is not None
+    now = r23.start
+    entries = {e["remote_name"]: e for e in s2.routes.routez_entries(False, False, now)}
+    assert entries["P1"]["did_solicit"] is True and entries["P1"]["is_configured"] is True
+    assert entries["P1"]["port"] == s1.routes.port  # type: ignore[union-attr]
+    assert entries["P1"]["remote_id"] == s1.server_id
+    assert entries["P1"]["compression"] == "off"
+    assert s1.routes is not None
+    assert all(not e["did_solicit"] for e in s1.routes.routez_entries(False, False, now))
+    # the stay stable: no duplicate left over, no reconnect churn
+    await asyncio.sleep(0.3)
+    assert [nroutes(s) for s in (s1, s2, s3)] == [2, 2, 2]
+    assert all(len(s.routes.conns) == 2 for s in (s1, s2, s3))  # type: ignore[union-attr]
+
+
+async def test_clients_learn_connect_urls(cluster: Cluster) -> None:
+    s1, s2, s3 = await three_nodes(cluster)
+    nc = await cluster.client(s1)
+    urls = set(nc._server_info.get("connect_urls", []))
+    assert urls == {f"{HOST}:{s.port}" for s in (s1, s2, s3)}
+    assert nc._server_info.get("cluster") == "C1"
+
+
+# -- messages ---------------------------------------------------------------------------------------
+
+
+async def test_pubsub_wildcards_exactly_once(cluster: Cluster) -> None:
+    servers = await three_nodes(cluster)
+    ncs = [await cluster.client(s) for s in servers]
+    inbox = Inbox()
+    await ncs[0].subscribe("orders.*", cb=inbox.cb("n0.star"))
+    await ncs[1].subscribe("orders.>", cb=inbox.cb("n1.gt"))
+    await ncs[1].subscribe("orders.new", cb=inbox.cb("n1.lit"))
+    await ncs[2].subscribe("other", cb=inbox.cb("n2.other"))
+    for i, nc in enumerate(ncs):
+        await barrier(nc, [x for j, x in enumerate(ncs) if j != i])
+    for i, nc in enumerate(ncs):
+        await nc.publish("orders.new", b"new-%d" % i)
+        await nc.publish("orders.eu.de", b"deep-%d" % i)
+        await nc.publish("other", b"o-%d" % i)
+    for i, nc in enumerate(ncs):
+        await barrier(nc, [x for j, x in enumerate(ncs) if j != i])
+    assert sorted(inbox.data("n0.star")) == [b"new-0", b"new-1", b"new-2"]
+    assert sorted(inbox.data("n1.gt")) == sorted(
+        [b"new-0", b"new-1", b"new-2", b"deep-0", b"deep-1", b"deep-2"]
+    )
+    assert sorted(inbox.data("n1.lit")) == [b"new-0", b"new-1", b"new-2"]
+    assert sorted(inbox.data("n2.other")) == [b"o-0", b"o-1", b"o-2"]
+    # each node got every message across a route once: no loops, no duplicates
+    r = servers[0].routes
+    assert r is not None
+    assert r.routes[servers[1].server_id].out_msgs >= 2
+
+
+async def test_headers_reply_and_no_responders_across_nodes(cluster: Cluster) -> None:
+    s1, s2, s3 = await three_nodes(cluster)
+    svc = await cluster.client(s3)
+    req = await cluster.client(s1)
+
+    async def echo(m: Msg) -> None:
+        seen = (m.headers or {}).get("X-Trace", "")
+        await svc.publish(m.reply, b"echo:" + m.data, headers={"Seen": seen})
+
+    await svc.subscribe("svc.echo", cb=echo)
+    await barrier(svc, [req])
+    reply = await req.request("svc.echo", b"ping", timeout=5, headers={"X-Trace": "t-1"})
+    assert reply.data == b"echo:ping"
+    assert reply.headers == {"Seen": "t-1"}
+    with pytest.raises(nats.errors.NoRespondersError):
+        await req.request("svc.nobody", b"x", timeout=5)
+
+
+async def test_queue_group_one_member_cluster_wide(cluster: Cluster) -> None:
+    servers = await three_nodes(cluster)
+    ncs = [await cluster.client(s) for s in servers]
+    inbox = Inbox()
+    for i, nc in enumerate(ncs):
+        await nc.subscribe("work", queue="workers", cb=inbox.cb(f"w{i}"))
+        await nc.subscribe("work", queue="workers", cb=inbox.cb(f"w{i}b"))
+    await ncs[2].subscribe("work", cb=inbox.cb("observer"))
+    for i, nc in enumerate(ncs):
+        await barrier(nc, [x for j, x in enumerate(ncs) if j != i])
+    n = 300
+    for k in range(n):
+        await ncs[k % 3].publish("work", b"%d" % k)
+    await inbox.wait_total(2 * n)
+    for i, nc in enumerate(ncs):
+        await barrier(nc, [x for j, x in enumerate(ncs) if j != i])
+    members = [label for label in inbox.msgs if label != "observer"]
+    got = sorted(int(d) for label in members for d in inbox.data(label))
+    assert got == list(range(n))  # every message to exactly one member
+    assert sorted(int(d) for d in inbox.data("observer")) == list(range(n))
+    # members on every node got a share (uniform over 6 members: ~50 each)
+    for i in range(3):
+        assert len(inbox.data(f"w{i}")) + len(inbox.data(f"w{i}b")) > 30, {
+            k: len(v) for k, v in inbox.msgs.items()
+        }
+
+
+async def test_routed_message_prefers_local_queue_member(cluster: Cluster) -> None:
+    s1, s2, s3 = await three_nodes(cluster)
+    pub = await cluster.client(s1)
+    nc2 = await cluster.client(s2)
+    inbox = Inbox()
+    await nc2.subscribe("jobs", queue="q", cb=inbox.cb("q2"))
+    await barrier(nc2, [pub])
+    for k in range(50):
+        await pub.publish("jobs", b"%d" % k)
+    await inbox.wait_total(50)
+    assert len(inbox.data("q2")) == 50  # the only member is remote: all go there
+    # queue weight: a second member on s2 is announced as weight 2
+    await nc2.subscribe("jobs", queue="q", cb=inbox.cb("q2b"))
+    await barrier(nc2, [pub])
+    assert s1.routes is not None
+    rsub = s1.routes.routes[s2.server_id].subs[(b"jobs", b"q")]
+    assert rsub.weight == 2
+
+
+async def test_interest_removal_stops_forwarding(cluster: Cluster) -> None:
+    s1, s2, s3 = await three_nodes(cluster)
+    pub = await cluster.client(s1)
+    nc2 = await cluster.client(s2)
+    inbox = Inbox()
+    sub = await nc2.subscribe("temp.*", cb=inbox.cb("t"))
+    await barrier(nc2, [pub])
+    assert s1.routes is not None and s2.routes is not None
+    route12 = s1.routes.routes[s2.server_id]
+    assert (b"temp.*", b"") in route12.subs
+    await pub.publish("temp.a", b"1")
+    await inbox.wait_total(1)
+    await sub.unsubscribe()
+    await barrier(nc2, [pub])
+    assert (b"temp.*", b"") not in route12.subs
+    sent = route12.out_msgs
+    await pub.publish("temp.a", b"2")
+    await pub.flush()
+    await barrier(nc2, [pub])
+    assert inbox.data("t") == [b"1"]
+    # the only message that crossed after the unsubscribe is the barrier's
+    assert route12.out_msgs == sent + 1
+    # a client disconnect removes its interest from the other nodes too
+    nc3 = await cluster.client(s3)
+    await nc3.subscribe("gone.soon", cb=inbox.cb("g"))
+    await barrier(nc3, [pub])
+    assert any(k[0] == b"gone.soon" for k in s1.routes.routes[s3.server_id].subs)
+    await nc3.close()
+    await wait_until(lambda: all(k[0] != b"gone.soon" for k in s1.routes.routes[s3.server_id].subs))  # type: ignore[union-attr]
+
+
+# -- failures and restarts ----------------------------------------------------------------------------
+
+
+async def test_node_killed_and_restarted(cluster: Cluster) -> None:
+    s1, s2, s3 = await three_nodes(cluster)
+    nc1 = await cluster.client(s1)
+    nc3 = await cluster.client(s3)
+    inbox = Inbox()
+    await nc3.subscribe("k.>", cb=inbox.cb("k3"))
+    await barrier(nc3, [nc1])
+    # kill s2 (which had dialled s1): s1 and s3 drop its route and interest
+    client_port, cluster_port = s2.port, s2.routes.port  # type: ignore[union-attr]
+    nc2 = await cluster.client(s2)
+    await nc2.subscribe("only.on.two", cb=inbox.cb("x"))
+    await barrier(nc2, [nc1, nc3])
+    await s2.shutdown()
+    cluster.servers.remove(s2)
+    await wait_until(lambda: nroutes(s1) == 1 and nroutes(s3) == 1, what="routes to the dead node to go")
+    assert s1.routes is not None and not s1.routes.remote.match(b"only.on.two")
+    # the survivors still talk
+    await nc1.publish("k.a", b"while-down")
+    await barrier(nc3, [nc1])
+    assert inbox.data("k3") == [b"while-down"]
+    # restart on the same ports: it dials s1 again and s3 learns of it by gossip
+    s2b = await cluster.start(
+        node_options("P2", (route_url(s1),), port=client_port, cluster_port=cluster_port)
+    )
+    await wait_until(lambda: all(nroutes(s) == 2 for s in (s1, s2b, s3)), what="the mesh to re-form")
+    nc2b = await cluster.client(s2b)
+    await barrier(nc3, [nc2b])
+    await nc2b.publish("k.b", b"after-restart")
+    await barrier(nc3, [nc2b])
+    assert inbox.data("k3") == [b"while-down", b"after-restart"]
+
+
+async def test_explicit_route_retries_until_peer_is_back(cluster: Cluster) -> None:
+    seed = await cluster.start(node_options("SEED"))
+    seed_ports = (seed.port, seed.routes.port)  # type: ignore[union-attr]
+    node = await cluster.start(node_options("NODE", (route_url(seed),)))
+    await wait_until(lambda: nroutes(node) == 1)
+    await seed.shutdown()
+    cluster.servers.remove(seed)
+    await wait_until(lambda: nroutes(node) == 0)
+    await asyncio.sleep(1.5)  # at least one failed reconnect attempt (1 s apart)
+    seed2 = await cluster.start(node_options("SEED", port=seed_ports[0], cluster_port=seed_ports[1]))
+    await wait_until(
+        lambda: nroutes(node) == 1 and nroutes(seed2) == 1, what="the explicit route to come back"
+    )
+
+
+async def test_crossing_routes_resolve_to_one(cluster: Cluster) -> None:
+    # both servers are configured with a route to the other: exactly one connection survives
+    pa, pb = free_port(), free_port()
+    a = await cluster.start(node_options("A", (f"nats-route://{HOST}:{pb}",), cluster_port=pa))
+    b = await cluster.start(node_options("B", (f"nats-route://{HOST}:{pa}",), cluster_port=pb))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1)
+    await asyncio.sleep(2.5)  # past a reconnect period: still one route each, no churn
+    assert nroutes(a) == 1 and nroutes(b) == 1
+    assert len(a.routes.conns) == 1 and len(b.routes.conns) == 1  # type: ignore[union-attr]
+    na, nb = await cluster.client(a), await cluster.client(b)
+    inbox = Inbox()
+    await nb.subscribe("x", cb=inbox.cb("b"))
+    await barrier(nb, [na])
+    await na.publish("x", b"once")
+    await barrier(nb, [na])
+    assert inbox.data("b") == [b"once"]
+
+
+async def test_same_routes_list_on_every_node(cluster: Cluster) -> None:
+    # the usual deployment: every node lists every node, itself included
+    ports = [free_port() for _ in range(3)]
+    routes = tuple(f"nats-route://{HOST}:{p}" for p in ports)
+    servers = [
+        await cluster.start(node_options(f"N{i}", routes, cluster_port=p)) for i, p in enumerate(ports)
+    ]
+    await wait_until(lambda: all(nroutes(s) == 2 for s in servers), what="a full mesh")
+    await asyncio.sleep(1.5)
+    assert all(nroutes(s) == 2 for s in servers)
+    assert all(len(s.routes.conns) == 2 for s in servers)  # type: ignore[union-attr]
+
+
+# -- authorization and cluster names ------------------------------------------------------------------
+
+
+async def test_route_authorization(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    a = await cluster.start(node_options("A", username="ruser", password="s3cret"))
+    good = await cluster.start(
+        node_options("GOOD", (route_url(a, "ruser:s3cret"),), username="ruser", password="s3cret")
+    )
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(good) == 1)
+    bad = await cluster.start(node_options("BAD", (route_url(a, "ruser:wrong"),)))
+    await wait_until(lambda: "Authorization Violation" in caplog.text, what="the refusal")
+    assert nroutes(bad) == 0
+    assert nroutes(a) == 1
+
+
+async def test_cluster_name_mismatch_refused(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    a = await cluster.start(node_options("A", name="red"))
+    b = await cluster.start(node_options("B", (route_url(a),), name="blue"))
+    await wait_until(lambda: 'cluster name "blue" does not match "red"' in caplog.text, what="the refusal")
+    assert nroutes(a) == 0 and nroutes(b) == 0
+
+
+async def test_dynamic_cluster_name_adopts_configured_one(cluster: Cluster) -> None:
+    a = await cluster.start(node_options("A", name="fixed"))
+    b = await cluster.start(node_options("B", (route_url(a),), name=None))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1)
+    assert b.routes is not None and b.routes.cluster_name == "fixed"
+
+
+# -- lame duck ------------------------------------------------------------------------------------------
+
+
+async def test_lame_duck_withdraws_urls_from_other_nodes_clients(cluster: Cluster) -> None:
+    s1 = await cluster.start(node_options("P1"))
+    s2 = await cluster.start(
+        dataclasses.replace(
+            node_options("P2", (route_url(s1),)), lame_duck_duration=3.0, lame_duck_grace_period=0.0
+        )
+    )
+    await wait_until(lambda: nroutes(s1) == 1 and nroutes(s2) == 1)
+    await cluster.client(s2)  # lame duck evicts clients before shutting down
+    s2_url = f"{HOST}:{s2.port}"
+    raw = await AsyncRawClient.open(HOST, s1.port)
+    try:
+        info = await raw.read_info()
+        assert info["connect_urls"] == [f"{HOST}:{s1.port}", s2_url]
+        await raw.send(b'CONNECT {"protocol":1,"verbose":false}\r\nPING\r\n')
+        await raw.expect(b"PONG\r\n")
+        assert (await raw.read_info()).get("connect_info") is True
+        task = s2.lame_duck()
+        # withdrawn by the lame-duck INFO on the route, before the route goes away
+        info = await raw.read_info(timeout=5)
+        assert info["connect_urls"] == [f"{HOST}:{s1.port}"]
+        assert nroutes(s1) == 1
+        await task
+        cluster.servers.remove(s2)
+        await wait_until(lambda: nroutes(s1) == 0)
+    finally:
+        await raw.close()

