@@ -196,6 +196,15 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
+    def reload(self, config: str | None = None) -> None:
+        """Optionally rewrite the config file, then send SIGHUP (the reload is asynchronous:
+        callers await its visible effect)."""
+        assert self.proc is not None and self.config_path is not None, "reload needs -c"
+        if config is not None:
+            self.config = config
+            self.config_path.write_text(config)
+        self.proc.send_signal(signal.SIGHUP)
+
     # -- inspection ----------------------------------------------------------------------------
     @property
     def running(self) -> bool:
