@@ -45,7 +45,7 @@ from pynatsd.protocol.parser import (
     OP_UNSUB,
     ClientParser,
 )
-from pynatsd.subjects import num_tokens, valid_publish_subject, valid_subscribe_subject
+from pynatsd.subjects import num_tokens, subject_has_wildcard, valid_subscribe_subject
 
 if TYPE_CHECKING:
     from pynatsd.server import Server
@@ -81,6 +81,9 @@ STALL_DELAY = 0.005
 REPLY_PRUNE_THRESHOLD = 4096
 
 _CRLF = b"\r\n"
+# Publish subjects and reply subjects clients may not use (nats-server's reserved prefixes).
+_RESERVED_PUB = (b"_GR_.", b"$NRG.")
+_RESERVED_REPLY = (b"_R_.", b"_GR_.", b"$JS.ACK.")
 _OK = b"+OK\r\n"
 _PING = b"PING\r\n"
 _PONG = b"PONG\r\n"
@@ -90,9 +93,14 @@ _STR_FIELDS = ("user", "pass", "auth_token", "name", "lang", "version", "nkey", 
 
 
 class Subscription:
-    """One SUB of a connection (also the item stored in the server's subject trie)."""
+    """One SUB of a connection (also the item stored in the server's subject trie).
 
-    __slots__ = ("subject", "queue", "sid", "delivered", "max_msgs", "client")
+    ``prefix``/``hprefix`` are the ready ``MSG <subject> <sid> `` / ``HMSG ...`` starts of the
+    messages it receives when its subject is literal (the published subject is then its own);
+    None for wildcard subscriptions, whose messages carry the published subject.
+    """
+
+    __slots__ = ("subject", "queue", "sid", "delivered", "max_msgs", "client", "sid_sp", "prefix", "hprefix")
 
     def __init__(self, client: ClientConnection, subject: bytes, queue: bytes, sid: bytes) -> None:
         self.client = client
@@ -101,6 +109,12 @@ class Subscription:
         self.sid = sid
         self.delivered = 0
         self.max_msgs = 0
+        self.sid_sp = sid + b" "
+        self.prefix: bytes | None = None
+        self.hprefix: bytes | None = None
+        if not subject_has_wildcard(subject):
+            self.prefix = b"MSG " + subject + b" " + self.sid_sp
+            self.hprefix = b"H" + self.prefix
 
     def __repr__(self) -> str:
         return f"<Subscription {self.subject!r} q={self.queue!r} sid={self.sid!r} cid={self.client.cid}>"
@@ -184,6 +198,7 @@ class ClientConnection(asyncio.Protocol):
         self.no_responders = False
         self.protocol = 0
         self.connected = False  # a CONNECT was accepted
+        self.fast = False  # see update_fast_path
         self._connect_received = False
         self._opt_headers = False  # CONNECT "headers" as sent (effective: self.headers)
         self.authenticated = False
@@ -587,72 +602,122 @@ class ClientConnection(asyncio.Protocol):
 
     # -- op processing ---------------------------------------------------------------------------
 
+    def update_fast_path(self) -> None:
+        """PUBs take the short path in _process when nothing per-message applies: the client
+        is authenticated, has no permissions, is not verbose, and messages stay local."""
+        server = self.server
+        self.fast = (
+            (self.authenticated or not server.authorizer.required)
+            and self.perms is None
+            and not self.verbose
+            and getattr(server, "routes", None) is None
+        )
+
     def _process(self, ops: list[tuple[Any, ...]], i: int) -> None:
-        trace = self.server.trace
+        server = self.server
+        trace = server.trace
+        fast = self.fast and not trace
+        match = server.sublist.match
         n = len(ops)
-        while i < n:
-            op = ops[i]
-            i += 1
-            kind = op[0]
-            if kind == OP_PUB:
-                if trace:
-                    self._trace_in("PUB", op[1], op[2], op[3], payload=op[4])
-                self._publish(op[1], op[2], op[3], op[4], None, 0, None)
-            elif kind == OP_HPUB:
-                if not self.headers:
-                    self.close(REASON_PROTOCOL_VIOLATION)
+        nmsgs = 0
+        nbytes = 0
+        try:
+            while i < n:
+                op = ops[i]
+                i += 1
+                kind = op[0]
+                if kind == OP_PUB:
+                    subject = op[1]
+                    reply = op[2]
+                    if (
+                        fast
+                        and not subject.startswith(_RESERVED_PUB)
+                        and not (reply and reply.startswith(_RESERVED_REPLY))
+                        and (not self.pedantic or server.pub_subject_ok(subject))
+                    ):
+                        data = op[4]
+                        nmsgs += 1
+                        nbytes += len(data)
+                        r = match(subject)
+                        if (r.plain or r.queues) and deliver(
+                            server, self, subject, reply, op[3], data, None, 0, r.plain, r.queues
+                        ):
+                            continue
+                        if reply and self.no_responders:
+                            self._send_no_responders(subject, reply)
+                        continue
+                    if trace:
+                        self._trace_in("PUB", subject, reply, op[3], payload=op[4])
+                    self._publish(subject, reply, op[3], op[4], None, 0, None)
+                else:
+                    self._process_other(op, kind, trace)
+                    fast = self.fast and not trace  # a CONNECT may have changed it
+                    if self._backlog is not None and not self.closed:
+                        # authentication waits on bcrypt: park the rest until it is decided
+                        self._backlog = list(ops[i:])
+                        return
+                if self.closed:
                     return
-                if trace:
-                    self._trace_in("HPUB", op[1], op[2], op[3], op[4], payload=op[6])
-                self._publish(op[1], op[2], op[4], op[6], op[3], op[5], None)
-            elif kind == OP_SUB:
-                if trace:
-                    self._trace_in("SUB", op[1], op[2], op[3])
-                self._subscribe(op[1], op[2], op[3])
-            elif kind == OP_PING:
-                if trace:
-                    self.trace("<<- [PING]")
-                self._ping()
-            elif kind == OP_PONG:
-                if trace:
-                    self.trace("<<- [PONG]")
-                self._pong()
-            elif kind == OP_UNSUB:
-                if trace:
-                    self.trace(f"<<- [UNSUB {op[1].decode('utf-8', 'replace')}{' ' + str(op[2]) if op[2] else ''}]")
-                self._unsubscribe(op[1], op[2])
-            elif kind == OP_CONNECT:
-                if trace:
-                    self.trace(f"<<- [CONNECT {_redact_connect(op[1])}]")
-                if self._connect(op[1]) and not self.closed:
-                    # authentication waits on bcrypt: park the rest until it is decided
-                    self._backlog = list(ops[i:])
-                    return
-            elif kind == OP_CLOSE:
-                err, reason = op[1], op[2]
-                if err is not None:
-                    if reason == REASON_PROTOCOL_VIOLATION:
-                        self.error("Client parser ERROR")
-                    elif reason == REASON_AUTH_FAILURE:
-                        self.error("Authorization Violation")
-                    else:
-                        self.error(err)
-                self.close(reason, err)
+        finally:
+            if nmsgs:
+                self.in_msgs += nmsgs
+                self.in_bytes += nbytes
+                stats = server.stats
+                stats.in_msgs += nmsgs
+                stats.in_bytes += nbytes
+
+    def _process_other(self, op: tuple[Any, ...], kind: int, trace: bool) -> None:
+        if kind == OP_HPUB:
+            if not self.headers:
+                self.close(REASON_PROTOCOL_VIOLATION)
                 return
-            elif kind == OP_INFO:
-                try:
-                    json.loads(op[1].decode("utf-8", "replace"))
-                except ValueError:
-                    self.close(REASON_PROTOCOL_VIOLATION)
-                    return
-            elif kind == OP_OK:
-                pass
-            elif kind == OP_ERR:
-                self.error(f"Client Error {op[1].decode('utf-8', 'replace')}")
-                self.close(REASON_PARSE_ERROR, flush=True)
+            if trace:
+                self._trace_in("HPUB", op[1], op[2], op[3], op[4], payload=op[6])
+            self._publish(op[1], op[2], op[4], op[6], op[3], op[5], None)
+        elif kind == OP_SUB:
+            if trace:
+                self._trace_in("SUB", op[1], op[2], op[3])
+            self._subscribe(op[1], op[2], op[3])
+        elif kind == OP_PING:
+            if trace:
+                self.trace("<<- [PING]")
+            self._ping()
+        elif kind == OP_PONG:
+            if trace:
+                self.trace("<<- [PONG]")
+            self._pong()
+        elif kind == OP_UNSUB:
+            if trace:
+                self.trace(f"<<- [UNSUB {op[1].decode('utf-8', 'replace')}{' ' + str(op[2]) if op[2] else ''}]")
+            self._unsubscribe(op[1], op[2])
+        elif kind == OP_CONNECT:
+            if trace:
+                self.trace(f"<<- [CONNECT {_redact_connect(op[1])}]")
+            if self._connect(op[1]) and not self.closed:
+                self._backlog = []  # filled by _process with the ops after this CONNECT
+        elif kind == OP_CLOSE:
+            err, reason = op[1], op[2]
+            if err is not None:
+                if reason == REASON_PROTOCOL_VIOLATION:
+                    self.error("Client parser ERROR")
+                elif reason == REASON_AUTH_FAILURE:
+                    self.error("Authorization Violation")
+                else:
+                    self.error(err)
+            self.close(reason, err)
+            return
+        elif kind == OP_INFO:
+            try:
+                json.loads(op[1].decode("utf-8", "replace"))
+            except ValueError:
+                self.close(REASON_PROTOCOL_VIOLATION)
                 return
-            if self.closed:
-                return
+        elif kind == OP_OK:
+            pass
+        elif kind == OP_ERR:
+            self.error(f"Client Error {op[1].decode('utf-8', 'replace')}")
+            self.close(REASON_PARSE_ERROR, flush=True)
+            return
 
     def _trace_in(self, name: str, *args: bytes, payload: bytes | None = None) -> None:
         parts = [a.decode("utf-8", "replace") for a in args if a]
@@ -769,6 +834,7 @@ class ClientConnection(asyncio.Protocol):
         if self.verbose:
             self.enqueue(_OK)
         self.connected = True
+        self.update_fast_path()
 
     def _apply_auth(self, result: AuthResult) -> None:
         self.auth = result
@@ -784,6 +850,7 @@ class ClientConnection(asyncio.Protocol):
         if self._auth_timer is not None:
             self._auth_timer.cancel()
             self._auth_timer = None
+        self.update_fast_path()
 
     def peer_cert(self) -> Any:
         """The verified client certificate (cryptography x509) of a TLS connection, or None."""
@@ -882,7 +949,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.authenticated and not self._require_auth():
             return
         # pedantic subject check: an -ERR, but the message still goes out
-        if self.pedantic and not valid_publish_subject(subject):
+        if self.pedantic and not self.server.pub_subject_ok(subject):
             self.send_err(wire.ERR_INVALID_PUB_SUBJECT)
         size = len(data)
         self.in_msgs += 1
@@ -890,26 +957,21 @@ class ClientConnection(asyncio.Protocol):
         stats = self.server.stats
         stats.in_msgs += 1
         stats.in_bytes += size
-        c0 = subject[0] if subject else 0
-        if c0 == 95 and subject.startswith(b"_GR_."):  # '_'
+        if subject.startswith(b"_GR_."):
             self._pub_denied(subject)
             return
         perms = self.perms
         if perms is not None and not perms.can_publish(subject) and not self._reply_allowed(subject):
             self._pub_denied(subject)
             return
-        if c0 == 36 and subject.startswith(b"$NRG.") and not self.server.is_system_account(self.account):  # '$'
+        if subject.startswith(b"$NRG.") and not self.server.is_system_account(self.account):
             self._pub_denied(subject)
             return
-        if reply:
-            r0 = reply[0]
-            if (r0 == 95 and (reply.startswith(b"_R_.") or reply.startswith(b"_GR_."))) or (
-                r0 == 36 and reply.startswith(b"$JS.ACK.")
-            ):
-                text = wire.pub_reply_violation(reply)
-                self.error(text)
-                self.send_err(text)
-                return
+        if reply and reply.startswith(_RESERVED_REPLY):
+            text = wire.pub_reply_violation(reply)
+            self.error(text)
+            self.send_err(text)
+            return
         if self.verbose:
             self.enqueue(_OK)
         if hdr_digits is not None and hdr_len == 0:
@@ -1028,7 +1090,11 @@ def deliver(
 ) -> bool:
     """Deliver a message to the ``plain`` subscriptions and one member of each queue group in
     ``queues``. ``src`` is the publishing connection (a client, or a route for routed messages:
-    its ``echo`` is True and it is never a subscriber). True if any subscription got it."""
+    its ``echo`` is True and it is never a subscriber). True if any subscription got it.
+
+    Each delivery appends two pieces to the receiver's outbound list: the subscription's
+    ready ``MSG <subject> <sid> `` prefix and the tail ``[reply ]<size>\r\n<payload>\r\n``
+    built once per message."""
     targets = plain
     echo = src.echo
     if queues:
@@ -1052,14 +1118,13 @@ def deliver(
         return False
     size = len(data)
     if hdr_digits is None:
-        head = b"MSG " + subject + b" "
-        tail = (b" " + reply + b" " if reply else b" ") + size_digits + _CRLF + data + _CRLF
+        tail = b"".join((reply, b" ", size_digits, _CRLF, data, _CRLF)) if reply else b"".join((size_digits, _CRLF, data, _CRLF))
     else:
-        head = b"HMSG " + subject + b" "
-        tail = (b" " + reply + b" " if reply else b" ") + hdr_digits + b" " + size_digits + _CRLF + data + _CRLF
-    head_nh = b""  # receivers without headers get the payload only (built on first use)
-    tail_nh = b""
-    base = len(head) + len(tail)
+        tail = b"".join((reply, b" ", hdr_digits, b" ", size_digits, _CRLF, data, _CRLF) if reply else (hdr_digits, b" ", size_digits, _CRLF, data, _CRLF))
+    tlen = len(tail)
+    head: bytes | None = None  # for wildcard subscriptions: "MSG <subject> " (built on first use)
+    tail_nh: bytes | None = None  # for receivers without headers: the payload only
+    size_nh = size - hdr_len
     trace = server.trace
     delivered = 0
     out_bytes = 0
@@ -1069,34 +1134,41 @@ def deliver(
         if c.closed or (c is src and not echo):
             continue
         cperms = c.perms
-        if cperms is not None:
-            if cperms.deliver_deny is not None and not cperms.can_deliver(subject):
-                continue
+        if cperms is not None and cperms.deliver_deny is not None and not cperms.can_deliver(subject):
+            continue
         max_msgs = sub.max_msgs
         if max_msgs and sub.delivered >= max_msgs:
             continue
-        if hdr_digits is None or c.headers:
-            h = head
+        if hdr_digits is None:
+            prefix = sub.prefix
             t = tail
-            nbytes = base
+            n = tlen
             msize = size
+            if prefix is None:
+                if head is None:
+                    head = b"MSG " + subject + b" "
+                prefix = head + sub.sid_sp
+        elif c.headers:
+            prefix = sub.hprefix
+            t = tail
+            n = tlen
+            msize = size
+            if prefix is None:
+                prefix = b"HMSG " + subject + b" " + sub.sid_sp
         else:
-            if not head_nh:
-                msize = size - hdr_len
-                head_nh = b"MSG " + subject + b" "
-                tail_nh = (
-                    (b" " + reply + b" " if reply else b" ") + str(msize).encode() + _CRLF + data[hdr_len:] + _CRLF
-                )
-            h = head_nh
+            prefix = sub.prefix
+            if prefix is None:
+                prefix = b"MSG " + subject + b" " + sub.sid_sp
+            if tail_nh is None:
+                rp = reply + b" " if reply else b""
+                tail_nh = b"".join((rp, b"%d" % size_nh, _CRLF, data[hdr_len:], _CRLF))
             t = tail_nh
-            nbytes = len(h) + len(t)
-            msize = size - hdr_len
-        sid = sub.sid
+            n = len(t)
+            msize = size_nh
         out = c.out
-        out.append(h)
-        out.append(sid)
+        out.append(prefix)
         out.append(t)
-        c.out_size += nbytes + len(sid)
+        c.out_size += len(prefix) + n
         c.out_msgs += 1
         c.out_bytes += msize
         out_bytes += msize
@@ -1105,7 +1177,7 @@ def deliver(
         if reply and c.replies is not None:
             c._record_reply(reply)
         if trace:
-            c.trace(f"->> [{(h + sid + t[: t.index(_CRLF)]).decode('utf-8', 'replace')}]")
+            c.trace(f"->> [{(prefix + t[: t.index(_CRLF)]).decode('utf-8', 'replace')}]")
         if not c.dirty:
             c.dirty = True
             server.mark_dirty(c)

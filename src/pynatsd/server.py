@@ -41,7 +41,7 @@ from pynatsd.config.options import RANDOM_PORT, ServerOptions
 from pynatsd.errors import ConfigError
 from pynatsd.log import configure_logging, reopen_log_file
 from pynatsd.protocol import wire
-from pynatsd.subjects import SubjectTrie
+from pynatsd.subjects import SubjectTrie, valid_publish_subject
 
 log = logging.getLogger("pynatsd")
 
@@ -252,6 +252,7 @@ class Server:
         self._shutting_down = False
         self._stopped: asyncio.Event | None = None
         self._ldm_task: asyncio.Task[None] | None = None
+        self._pub_subject_cache: dict[bytes, bool] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -438,6 +439,17 @@ class Server:
         if self.closed_clients.maxlen:
             self.closed_clients.append(ClosedClient.of(client))
 
+    def pub_subject_ok(self, subject: bytes) -> bool:
+        """pedantic: is ``subject`` a valid literal publish subject? (cached, bounded)"""
+        cache = self._pub_subject_cache
+        ok = cache.get(subject)
+        if ok is None:
+            ok = valid_publish_subject(subject)
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[subject] = ok
+        return ok
+
     @staticmethod
     def is_system_account(account: str) -> bool:
         return account == SYSTEM_ACCOUNT
@@ -543,6 +555,8 @@ class Server:
             self._trim_connections()
         if new.auth != old.auth:
             self._reload_auth(new)
+        for c in self.clients.values():
+            c.update_fast_path()
         self.config_load_time = datetime.now(UTC)
         log.info("Reloaded server configuration")
 
