@@ -198,7 +198,7 @@ async def test_full_mesh_through_gossip(cluster: Cluster) -> None:
     assert entries["P1"]["did_solicit"] is True and entries["P1"]["is_configured"] is True
     assert entries["P1"]["port"] == s1.routes.port  # type: ignore[union-attr]
     assert entries["P1"]["remote_id"] == s1.server_id
-    assert entries["P1"]["compression"] == "off"
+    assert entries["P1"]["compression"] == "not supported"  # between pynatsd nodes
     assert s1.routes is not None
     assert all(not e["did_solicit"] for e in s1.routes.routez_entries(False, False, now))
     # the stay stable: no duplicate left over, no reconnect churn

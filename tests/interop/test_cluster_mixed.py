@@ -191,3 +191,39 @@ async def test_mixed_interest_removal_and_node_restart(mixed: Mixed) -> None:
     await np_.publish("back.again", b"hello")
     await barrier(nb2, [np_])
     assert inbox.data("back") == [b"hello"]
+
+
+async def test_routez_and_varz_cluster_shape_match_nats_server(mixed: Mixed) -> None:
+    import dataclasses
+
+    import aiohttp
+
+    a = await mixed.nats(nats_conf("A", []) + f"http: {HOST}:-1\n")
+    s = Server(dataclasses.replace(node_options("P", (nats_route(a),)), http_port=-1))
+    await s.start()
+    mixed.servers.append(s)
+    await wait_until(lambda: nroutes(s) == 1, timeout=10)
+    assert a.ports is not None
+    a_http = a.ports["monitoring"][0]
+
+    async def get(url: str) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            assert resp.status == 200
+            doc: dict[str, Any] = await resp.json()
+            return doc
+
+    ours = await get(f"http://{HOST}:{s.http_port}/routez?subs=1")
+    theirs = await get(f"{a_http}/routez?subs=1")
+    assert list(ours) == list(theirs)
+    assert ours["num_routes"] == 1 and theirs["num_routes"] == 1
+    mine, real = ours["routes"][0], theirs["routes"][0]
+    assert list(mine) == list(real)
+    assert mine["remote_name"] == "A" and real["remote_name"] == "P"
+    assert mine["did_solicit"] is True and real["did_solicit"] is False
+    assert mine["is_configured"] is True and real["is_configured"] is False
+    assert mine["compression"] == "off" and real["compression"] == "not supported"
+    vo = (await get(f"http://{HOST}:{s.http_port}/varz"))["cluster"]
+    vt = (await get(f"{a_http}/varz"))["cluster"]
+    assert vo["name"] == vt["name"] == "C1"
+    assert vo["cluster_port"] == s.cluster_port
+    assert vo["urls"] == [f"{HOST}:{cluster_port(a)}"]

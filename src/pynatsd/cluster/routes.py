@@ -223,6 +223,7 @@ class RouteConnection(asyncio.Protocol):
         self.remote_import: Any = None
         self.remote_export: Any = None
         self.connect_urls: list[str] = []
+        self.peer_knows_compression = False
         self.headers = False
         self.connect_received = False
         self.info_received = False
@@ -278,7 +279,7 @@ class RouteConnection(asyncio.Protocol):
 
     @property
     def is_configured(self) -> bool:
-        return self.solicited and self.rtype == EXPLICIT
+        return self.rtype == EXPLICIT
 
     def __repr__(self) -> str:
         return f"<RouteConnection rid={self.rid} {self.host}:{self.port} remote={self.remote_name or '?'}>"
@@ -1010,6 +1011,7 @@ class RouteManager:
         conn.headers = bool(info.get("headers")) and server.headers_supported
         conn.remote_import = info.get("import")
         conn.remote_export = info.get("export")
+        conn.peer_knows_compression = "compression" in info
         try:
             rport = int(info.get("port") or 0)
         except (TypeError, ValueError):
@@ -1409,6 +1411,17 @@ class RouteManager:
 
     # -- monitoring -------------------------------------------------------------------------------------
 
+    def routez_permissions(self) -> dict[str, Any]:
+        """The cluster's own import/export permissions, as /routez shows them (or nothing)."""
+        perms = self.copts.permissions
+        out: dict[str, Any] = {}
+        if perms is not None:
+            if perms.publish is not None:
+                out["import"] = _perm_json(perms.publish)
+            if perms.subscribe is not None:
+                out["export"] = _perm_json(perms.subscribe)
+        return out
+
     def routez_entries(self, subs: bool, subs_detail: bool, now: datetime) -> list[dict[str, Any]]:
         """The ``routes`` list of /routez (nats-server's RouteInfo fields and order)."""
         from pynatsd.monitor import gofmt
@@ -1456,7 +1469,9 @@ class RouteManager:
                 ]
             elif subs and r.subs:
                 e["subscriptions_list"] = [rs.subject.decode("utf-8", "replace") for rs in r.subs.values()]
-            e["compression"] = "off"
+            # as nats-server reports a route that did not negotiate compression: "off" when the
+            # peer knows compression (its INFO has the field), "not supported" otherwise
+            e["compression"] = "off" if r.peer_knows_compression else "not supported"
             out.append(e)
         return out
 

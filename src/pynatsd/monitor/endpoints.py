@@ -690,14 +690,17 @@ def _empty_sublist_stats() -> dict[str, Any]:
 
 
 def routez(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = None) -> dict[str, Any]:
-    q_subs(query)  # validated like nats-server even though there is nothing to list yet
-    return {
-        "server_id": server.server_id,
-        "server_name": server.server_name,
-        "now": now or utcnow(),
-        "num_routes": 0,
-        "routes": [],
-    }
+    subs, detail = q_subs(query)
+    now = now or utcnow()
+    out: dict[str, Any] = {"server_id": server.server_id, "server_name": server.server_name, "now": now}
+    routes = getattr(server, "routes", None)  # pynatsd.cluster.routes.RouteManager when clustered
+    entries: list[dict[str, Any]] = []
+    if routes is not None:
+        out.update(routes.routez_permissions())
+        entries = routes.routez_entries(subs, detail, now)
+    out["num_routes"] = len(entries)
+    out["routes"] = entries
+    return out
 
 
 def gatewayz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = None) -> dict[str, Any]:
