@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", help="also write the report (markdown) to this file")
     ap.add_argument("--json", help="write every run's raw values to this file")
     ap.add_argument("--profile", metavar="SCENARIO", help="run SCENARIO once against a profiled pynatsd")
-    ap.add_argument("--profiler", choices=("cprofile", "py-spy"), default="cprofile")
+    ap.add_argument("--profiler", choices=("auto", "cprofile", "py-spy"), default="auto",
+                    help="py-spy (sampling, low overhead) when installed, else cProfile")
     ap.add_argument("--top", type=int, default=30, help="functions to show with --profile")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (server logs, certs)")
     return ap.parse_args(argv)
@@ -151,18 +152,19 @@ def profile_main(a: argparse.Namespace, settings: Settings, workdir: str) -> int
     certs = make_certs(os.path.join(workdir, "certs"))
     out = os.path.join(workdir, "profile.out")
     kw: dict[str, object] = {"profile_out": out}
-    if a.profiler == "py-spy":
-        spy = find_py_spy()
+    spy = find_py_spy()
+    profiler = a.profiler if a.profiler != "auto" else ("py-spy" if spy else "cprofile")
+    if profiler == "py-spy":
         if spy is None:
             raise SystemExit("py-spy not found (pip install py-spy)")
         kw["py_spy"] = spy
     env = Env("pynatsd", workdir, certs, settings, server_kwargs=kw)
     res = sc.run(env)
-    print(f"[{sc.name}] under {a.profiler}: {_summary(sc, res)} (profiled, so slower than real)")
+    print(f"[{sc.name}] under {profiler}: {_summary(sc, res)} (profiled, so slower than real)")
     if not os.path.exists(out):
         print(f"no profile written to {out}", file=sys.stderr)
         return 1
-    print(pyspy_summary(out, a.top) if a.profiler == "py-spy" else cprofile_summary(out, a.top))
+    print(pyspy_summary(out, a.top) if profiler == "py-spy" else cprofile_summary(out, a.top))
     return 0
 
 

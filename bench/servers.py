@@ -122,7 +122,8 @@ class ServerProcess:
         if self.impl == "pynatsd":
             args = ["-a", "127.0.0.1", "-p", str(port), *conf]
             if self.py_spy:
-                return [self.py_spy, "record", "--format", "raw", "-o", self.profile_out or "profile.txt", "--",
+                return [self.py_spy, "record", "--format", "raw", "--function", "--rate", "250",
+                        "-o", self.profile_out or "profile.txt", "--",
                         sys.executable, "-m", "pynatsd", *args]
             if self.profile_out:
                 return [sys.executable, "-m", "bench.profiling", "--out", self.profile_out, "--", *args]
