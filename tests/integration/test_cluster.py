@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from tests.helpers.rawclient import AsyncRawClient
 from tests.helpers.servers import free_port
 
-from pynatsd.config.options import ClusterOptions, ServerOptions
+from pynatsd.config.options import ClusterOptions, Permissions, ServerOptions, SubjectPermission
 from pynatsd.server import Server
 
 HOST = "127.0.0.1"
@@ -436,6 +436,47 @@ async def test_route_authorization(cluster: Cluster, caplog: pytest.LogCaptureFi
     await wait_until(lambda: "Authorization Violation" in caplog.text, what="the refusal")
     assert nroutes(bad) == 0
     assert nroutes(a) == 1
+
+
+async def test_route_import_export_permissions(cluster: Cluster) -> None:
+    perms = Permissions(
+        publish=SubjectPermission(allow=("in.>",)), subscribe=SubjectPermission(allow=("out.>",))
+    )
+    a = await cluster.start(node_options("A", permissions=perms))
+    b = await cluster.start(node_options("B", (route_url(a),)))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1)
+    na, nb = await cluster.client(a), await cluster.client(b)
+    inbox = Inbox()
+    # A imports in.>: it only asks for those; it exports out.>: it only takes interest in those
+    await na.subscribe("in.x", cb=inbox.cb("a.in"))
+    await na.subscribe("other.x", cb=inbox.cb("a.other"))
+    await nb.subscribe("out.y", cb=inbox.cb("b.out"))
+    await nb.subscribe("nope.y", cb=inbox.cb("b.nope"))
+    # (no barrier here: the permissions filter its interest too)
+    await wait_until(lambda: (b"in.x", b"") in b.routes.routes[a.server_id].subs)  # type: ignore[union-attr]
+    await wait_until(lambda: (b"out.y", b"") in a.routes.routes[b.server_id].subs)  # type: ignore[union-attr]
+    assert set(b.routes.routes[a.server_id].subs) == {(b"in.x", b"")}  # type: ignore[union-attr]
+    assert (b"nope.y", b"") not in a.routes.routes[b.server_id].subs  # type: ignore[union-attr]
+    # the refused ones first: they would arrive before the allowed ones on the same paths
+    await nb.publish("other.x", b"2")
+    await nb.publish("in.x", b"1")
+    await na.publish("nope.y", b"4")
+    await na.publish("out.y", b"3")
+    await inbox.wait_total(2)
+    assert inbox.data("a.in") == [b"1"] and inbox.data("b.out") == [b"3"]
+    assert inbox.total() == 2
+    assert a.routes is not None and b.routes is not None
+    assert a.routes.routez_permissions() == {"import": {"allow": ["in.>"]}, "export": {"allow": ["out.>"]}}
+    entry = b.routes.routez_entries(False, False, b.start_time)[0]
+    assert entry["import"] == {"allow": ["in.>"]} and entry["export"] == {"allow": ["out.>"]}
+
+
+async def test_no_advertise_keeps_cluster_urls_from_clients(cluster: Cluster) -> None:
+    a = await cluster.start(node_options("A", no_advertise=True))
+    b = await cluster.start(node_options("B", (route_url(a),), no_advertise=True))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1)
+    nc = await cluster.client(a)
+    assert "connect_urls" not in nc._server_info
 
 
 async def test_cluster_name_mismatch_refused(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:

@@ -227,3 +227,27 @@ async def test_routez_and_varz_cluster_shape_match_nats_server(mixed: Mixed) -> 
     assert vo["name"] == vt["name"] == "C1"
     assert vo["cluster_port"] == s.cluster_port
     assert vo["urls"] == [f"{HOST}:{cluster_port(a)}"]
+
+
+async def test_pynatsd_processes_join_by_flags_and_by_config_file(mixed: Mixed) -> None:
+    a = await mixed.nats(nats_conf("A", []))
+    by_flags = ServerProcess(
+        "pynatsd",
+        None,
+        ["--cluster", f"nats://{HOST}:-1", "--cluster_name", "C1", "--routes", nats_route(a), "-n", "PF"],
+    )
+    by_conf = ServerProcess("pynatsd", nats_conf("PC", [nats_route(a)]))
+    for p in (by_flags, by_conf):
+        mixed.procs.append(p)
+        await asyncio.to_thread(p.start)
+        assert p.ports is not None and p.ports["cluster"][0].startswith(f"nats://{HOST}:")
+    ncs = [await mixed.client(p.port) for p in (a, by_flags, by_conf)]
+    inbox = Inbox()
+    for i, nc in enumerate(ncs):
+        await nc.subscribe("hello", cb=inbox.cb(f"n{i}"))
+    await full_mesh(ncs)  # the two pynatsd processes found each other through A
+    await ncs[1].publish("hello", b"from flags")
+    await ncs[2].publish("hello", b"from conf")
+    await full_mesh(ncs)
+    for i in range(3):
+        assert sorted(inbox.data(f"n{i}")) == [b"from conf", b"from flags"]
