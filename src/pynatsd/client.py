@@ -815,8 +815,8 @@ class ClientConnection(asyncio.Protocol):
         server = self.server
         fields = self._connect_fields
         if server.authorizer.required and result is None:
-            user = self.creds.user
-            self.error(f'authentication error - User "{user}"' if user else "authentication error")
+            who = self._auth_user_label()
+            self.error(f"authentication error - {who}" if who else "authentication error")
             self.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
             return
         if result is not None:
@@ -835,6 +835,17 @@ class ClientConnection(asyncio.Protocol):
             self.enqueue(_OK)
         self.connected = True
         self.update_fast_path()
+
+    def _auth_user_label(self) -> str:
+        """Who the CONNECT claimed to be, for log lines (secrets redacted)."""
+        creds = self.creds
+        if creds.nkey:
+            return f"Nkey {wire.go_quote(creds.nkey)}"
+        if creds.user:
+            return f"User {wire.go_quote(creds.user)}"
+        if creds.token:
+            return 'Token "[REDACTED]"'
+        return ""
 
     def _apply_auth(self, result: AuthResult) -> None:
         self.auth = result
@@ -891,18 +902,23 @@ class ClientConnection(asyncio.Protocol):
         server = self.server
         perms = self.perms
         if queue == b"_sys_" or (perms is not None and not perms.can_subscribe(subject, queue)):
-            text = wire.sub_violation(subject, queue or None)
-            self.error(text)
-            self.send_err(text)
+            self.send_err(wire.sub_violation(subject, queue or None))
+            sid_s = sid.decode("utf-8", "replace")
+            if queue:
+                self.error(f"Subscription Violation - Subject {wire.go_quote(subject)}, Queue: {wire.go_quote(queue)}, SID {sid_s}")
+            else:
+                self.error(f"Subscription Violation - Subject {wire.go_quote(subject)}, SID {sid_s}")
             return
         opts = server.opts
         if opts.max_sub_tokens > 0 and num_tokens(subject) > opts.max_sub_tokens:
-            text = wire.sub_tokens_violation(subject)
-            self.error(text)
-            self.send_err(text)
+            self.send_err(wire.sub_tokens_violation(subject))
+            self.error(
+                f"Subscription Violation Too Many Tokens - Subject {wire.go_quote(subject)}, "
+                f"SID {sid.decode('utf-8', 'replace')}"
+            )
             return
         if opts.max_subscriptions > 0 and len(self.subs) >= opts.max_subscriptions:
-            self.error(f"Maximum Subscriptions Exceeded ({opts.max_subscriptions})")
+            self.error(wire.ERR_MAX_SUBS)
             self.send_err(wire.ERR_MAX_SUBS)
             return
         if not valid_subscribe_subject(subject):
@@ -968,9 +984,8 @@ class ClientConnection(asyncio.Protocol):
             self._pub_denied(subject)
             return
         if reply and reply.startswith(_RESERVED_REPLY):
-            text = wire.pub_reply_violation(reply)
-            self.error(text)
-            self.send_err(text)
+            self.send_err(wire.pub_reply_violation(reply))
+            self.error(f"Publish Violation - Reply {wire.go_quote(reply)}")
             return
         if self.verbose:
             self.enqueue(_OK)
@@ -980,9 +995,8 @@ class ClientConnection(asyncio.Protocol):
             self._send_no_responders(subject, reply)
 
     def _pub_denied(self, subject: bytes) -> None:
-        text = wire.pub_violation(subject)
-        self.error(text)
-        self.send_err(text)
+        self.send_err(wire.pub_violation(subject))
+        self.error(f"Publish Violation - Subject {wire.go_quote(subject)}")
 
     def _reply_allowed(self, subject: bytes) -> bool:
         """allow_responses: may this client publish to a reply subject it received?"""
