@@ -705,9 +705,61 @@ LIMIT_CASES = [
     ),
     Case(
         "max_control_line_exact_ok",
-        # "SUB " + 28 bytes of arguments = 32 (the limit counts the arguments only)
-        [send(CV + b"SUB " + b"a" * 26 + b" 1\r\n"), ping()],
+        # 32 bytes of arguments: the limit counts what follows the op name and its blank
+        [send(CV + b"SUB " + b"a" * 30 + b" 1\r\nPUB " + b"a" * 30 + b" 1\nx\r\n"), ping()],
+        I + "MSG " + "a" * 30 + " 1 1\r\nx\r\n" + PONG,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_pub_one_over",
+        [send(CV + b"PUB " + b"a" * 31 + b" 1\r\nx\r\n"), eof()],
+        I + "-ERR 'maximum control line exceeded'\r\n" + EOF,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_sub_one_over",
+        [send(CV + b"SUB " + b"a" * 31 + b" 1\n"), eof()],
+        I + "-ERR 'maximum control line exceeded'\r\n" + EOF,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_trailing_blanks_count",
+        [send(CV + b"SUB " + b"a" * 30 + b" 1 \r\n"), eof()],
+        I + "-ERR 'maximum control line exceeded'\r\n" + EOF,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_leading_blanks_skipped",
+        [send(CV + b"SUB " + b" \t" * 10 + b"a" * 30 + b" 1\r\n"), ping()],
         I + PONG,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_not_for_ping_pong_ok",
+        [
+            send(b"PING " + b"a" * 100 + b"\r\nPONG " + b"b" * 100 + b"\r\n+OK " + b"c" * 100 + b"\r\n"),
+            pong(),
+            ping(),
+        ],
+        I + PONG + PONG,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_unsub",
+        [send(b"UNSUB " + b"a" * 40 + b"\r\n"), eof()],
+        I + "-ERR 'maximum control line exceeded'\r\n" + EOF,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_client_info",
+        [send(b'INFO {"a":"' + b"a" * 40 + b'"}\r\n'), eof()],
+        I + "-ERR 'maximum control line exceeded'\r\n" + EOF,
+        config=MAX_CONTROL_LINE,
+    ),
+    Case(
+        "max_control_line_client_err",
+        [send(b"-ERR '" + b"a" * 40 + b"'\r\n"), eof()],
+        I + "-ERR 'maximum control line exceeded'\r\n" + EOF,
         config=MAX_CONTROL_LINE,
     ),
     Case(
