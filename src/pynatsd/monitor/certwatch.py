@@ -73,7 +73,7 @@ def served_not_after(server: Any, where: str) -> dt.datetime | None:
         live = getattr(server, "tls", None)
         tls_opts = opts.tls
     elif where == "cluster":
-        live = getattr(server, "cluster_tls", None)
+        live = getattr(getattr(server, "routes", None), "server_tls", None)  # the route manager's
         tls_opts = opts.cluster.tls if opts.cluster is not None else None
     else:
         raise ValueError(f"unknown listener {where!r}")
@@ -188,8 +188,8 @@ class CertExpiryWatch:
 
 
 def _days(seconds: float) -> str:
-    days = int(seconds // DAY)
-    if days >= 1:
-        return f"{days} day" + ("s" if days != 1 else "")
-    hours = int(seconds // 3600)
-    return f"{hours} hour" + ("s" if hours != 1 else "")
+    """Time left as days and hours (``9d23h``), or hours and minutes under a day."""
+    mins = int(seconds // 60)
+    hours, mins = divmod(mins, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h" if days else f"{hours}h{mins}m"

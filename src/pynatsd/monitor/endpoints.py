@@ -177,9 +177,11 @@ def _cluster_varz(server: Any) -> dict[str, Any]:
     c = server.opts.cluster
     if c is None:
         return {}
+    routes = getattr(server, "routes", None)  # pynatsd.cluster.routes.RouteManager when running
     out: dict[str, Any] = {}
-    if c.name:
-        out["name"] = c.name
+    name = getattr(routes, "cluster_name", None) or c.name  # a dynamic name once chosen
+    if name:
+        out["name"] = name
     if c.host:
         out["addr"] = c.host
     port = getattr(server, "cluster_port", 0) or c.port
@@ -187,7 +189,7 @@ def _cluster_varz(server: Any) -> dict[str, Any]:
         out["cluster_port"] = port
     tls_timeout = c.tls.timeout if c.tls is not None else DEFAULT_TLS_TIMEOUT
     cat = c.auth_timeout
-    if cat is None:
+    if cat is None:  # nats-server's default, as the route manager applies it
         cat = tls_timeout + 1.0 if c.tls is not None else DEFAULT_AUTH_TIMEOUT
     out["auth_timeout"] = _gonum(cat)
     if c.routes:
@@ -269,7 +271,8 @@ def varz(
         v["tls_required"] = True
     if getattr(server, "tls_verify", tls_verify(opts)) and opts.tls is not None:
         v["tls_verify"] = True
-    connect_urls = list(getattr(server, "connect_urls", ()) or ())
+    routes = getattr(server, "routes", None)
+    connect_urls = list(routes.client_connect_urls()) if routes is not None else []
     if connect_urls:
         v["connect_urls"] = connect_urls
     v["max_connections"] = opts.max_connections
@@ -304,8 +307,9 @@ def varz(
             "cpu": _gonum(proc.cpu_percent() if proc is not None else 0.0),
             "connections": len(server.clients),
             "total_connections": stats.total_connections,
-            "routes": len(getattr(server, "routes", ()) or ()),
-            "remotes": 0,
+            # without route pooling each remote server has one route: remotes == routes
+            "routes": len(routes) if routes is not None else 0,
+            "remotes": len(routes) if routes is not None else 0,
             "leafnodes": len(getattr(server, "leafs", ()) or ()),
             "in_msgs": stats.in_msgs,
             "in_bytes": stats.in_bytes,
@@ -410,7 +414,7 @@ def _subs_of(c: Any) -> list[Any]:
     return list(subs)
 
 
-def _sub_detail(sub: Any, cid: int, account: str | None = None) -> dict[str, Any]:
+def _sub_detail(sub: Any, cid: int, account: str | None = None, *, with_max: bool = True) -> dict[str, Any]:
     d: dict[str, Any] = {}
     if account is not None:
         d["account"] = account
@@ -421,7 +425,7 @@ def _sub_detail(sub: Any, cid: int, account: str | None = None) -> dict[str, Any
         d["qgroup"] = q
     d["sid"] = _text(sub.sid)
     d["msgs"] = sub.delivered
-    if sub.max_msgs:
+    if sub.max_msgs and with_max:
         d["max"] = sub.max_msgs
     d["cid"] = cid
     return d
@@ -491,7 +495,8 @@ def _conn_entry(c: Any, now: dt.datetime, o: ConnzOptions, closed: bool) -> _Ent
             ci["tls_version"] = tls["version"]
         if tls.get("cipher_suite"):
             ci["tls_cipher_suite"] = tls["cipher_suite"]
-        if o.auth and tls.get("peer_certs"):
+        # a closed connection's entry was made at close time, without peer certificates
+        if o.auth and not closed and tls.get("peer_certs"):
             ci["tls_peer_certs"] = [_peer_cert(pc) for pc in tls["peer_certs"]]
         if tls.get("tls_first") or getattr(c, "tls_first", False):
             ci["tls_first"] = True
@@ -504,9 +509,10 @@ def _conn_entry(c: Any, now: dt.datetime, o: ConnzOptions, closed: bool) -> _Ent
             ci["account"] = account
     if subs:
         if o.subs_detail:
-            # closed connections record their subscriptions with the account, as nats-server does
+            # closed connections list their subscriptions with the account and without the
+            # auto-unsubscribe max (cleared when the subscription was removed), as nats-server
             acc = account if closed else None
-            ci["subscriptions_list_detail"] = [_sub_detail(s, c.cid, acc) for s in subs]
+            ci["subscriptions_list_detail"] = [_sub_detail(s, c.cid, acc, with_max=not closed) for s in subs]
         elif o.subs:
             ci["subscriptions_list"] = [_text(s.subject) for s in subs]
     if o.auth and (not closed or account != GLOBAL_ACCOUNT):
@@ -626,21 +632,17 @@ def _matches_literal(literal: str, pattern: str) -> bool:
 
 
 def sublist_stats(sublist: Any) -> dict[str, Any]:
-    """The eight SublistStats fields, in nats-server's order and types."""
-    st = sublist.stats()
-    matches = int(st["matches"])
-    hits = int(st["cache_hits"])
-    fanouts: list[int] = list(st.get("cache_fanouts", ()))
-    tot = sum(fanouts)
+    """The eight SublistStats fields, in nats-server's order and JSON types."""
+    st = sublist.stats()  # pynatsd.subjects.TrieStats, named as nats-server's keys
     return {
-        "num_subscriptions": int(st.get("count", sublist.count())),
-        "num_cache": int(st["cache_size"]),
-        "num_inserts": int(st["inserts"]),
-        "num_removes": int(st["removes"]),
-        "num_matches": matches,
-        "cache_hit_rate": _gonum(hits / matches) if matches else 0,
-        "max_fanout": max(fanouts, default=0),
-        "avg_fanout": _gonum(tot / len(fanouts)) if tot else 0,
+        "num_subscriptions": st.num_subscriptions,
+        "num_cache": st.num_cache,
+        "num_inserts": st.num_inserts,
+        "num_removes": st.num_removes,
+        "num_matches": st.num_matches,
+        "cache_hit_rate": _gonum(st.cache_hit_rate),
+        "max_fanout": st.max_fanout,
+        "avg_fanout": _gonum(st.avg_fanout),
     }
 
 
