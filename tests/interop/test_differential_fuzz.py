@@ -162,3 +162,36 @@ def test_generated_scripts(
     want = run_script(ref.host, ref.port, steps)
     got = run_script(srv.host, srv.port, steps)
     assert as_lines(got) == as_lines(want), f"script: {data!r} cuts={cuts}"
+
+
+# Protocol-shaped junk: fragments glued at random, so the parser meets every kind of
+# half-valid input (missing separators, bad sizes, stray CR/LF, ops in odd places).
+FRAGMENTS = [
+    b"PUB", b"pub", b"SUB", b"UNSUB", b"HPUB", b"MSG", b"PING", b"PONG", b"+OK", b"-ERR", b"CONNECT",
+    b"INFO", b"P", b"PI", b"SU", b" ", b" ", b"\t", b"\r", b"\n", b"\r\n", b"\r\n", b"foo", b"foo.bar",
+    b"q", b"1", b"2", b"0", b"01", b"-1", b"{}", b'{"verbose":false}', b'{"headers":true}', b"{", b'"', b"x",
+]  # fmt: skip
+
+
+@st.composite
+def junk(draw: st.DrawFn) -> bytes:
+    parts = draw(st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=40))
+    # the trailer ends any pending payload or line; every server must then close or answer
+    return b"".join(parts) + b"\r\n" + b"x" * 24 + b"\r\nPING\r\n"
+
+
+@settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=junk())
+def test_generated_junk(data: bytes, impl: str, server_pool: ServerPool) -> None:
+    ref = server_pool.get("nats", None, REFERENCE_FLAGS)
+    srv = server_pool.get(impl)
+    steps = [send(data), eof(timeout=1.0)]
+    want = run_script(ref.host, ref.port, steps)
+    got = run_script(srv.host, srv.port, steps)
+    assert as_lines(got) == as_lines(want), f"input: {data!r}"
