@@ -229,6 +229,7 @@ class Server:
         self.port = 0
         self.http_port = 0
         self.monitor: Any = None
+        self.cert_watch: Any = None  # certificate expiry watch when there is no monitor (helper F)
         # clustering (pynatsd.cluster.routes.RouteManager) when a cluster port is configured
         self.routes: Any = None
         self.cluster_port = 0
@@ -324,6 +325,12 @@ class Server:
     async def _start_monitoring(self) -> None:
         opts = self.opts
         if not (opts.http_port or opts.https_port):
+            # no monitoring port: served certificates are still watched for expiry (helper F)
+            if opts.tls is not None or (opts.cluster is not None and opts.cluster.tls is not None):
+                from pynatsd.monitor.certwatch import CertExpiryWatch
+
+                self.cert_watch = CertExpiryWatch(self)
+                await self.cert_watch.start()
             return
         try:
             from pynatsd.monitor.http import MonitorServer
@@ -356,6 +363,8 @@ class Server:
         if self.monitor is not None:
             with contextlib.suppress(Exception):
                 await self.monitor.stop()
+        if self.cert_watch is not None:
+            await self.cert_watch.stop()
         for srv in self._listeners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 2.0)

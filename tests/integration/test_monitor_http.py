@@ -243,3 +243,14 @@ async def test_periodic_expiry_check(certs: CertSet, tmp_path: Path, caplog: pyt
                 await watch.stop()
         assert watch.checks >= 3
         assert sum("expires in 2d23h" in r.getMessage() for r in caplog.records) >= 3
+
+
+async def test_expiry_watch_runs_without_monitoring_port(
+    certs: CertSet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cf, kf, _ = server_cert(certs, tmp_path, 10)
+    opts = ServerOptions(host="127.0.0.1", port=-1, tls=TLSOptions(cert_file=cf, key_file=kf))
+    with caplog.at_level(logging.WARNING, logger="pynatsd.monitor"):
+        async with Server(opts) as srv:
+            assert srv.monitor is None and srv.cert_watch is not None and srv.cert_watch.checks == 1
+    assert any("client listener" in r.getMessage() and "expires in 9d23h" in r.getMessage() for r in caplog.records)
