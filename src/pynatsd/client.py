@@ -81,6 +81,7 @@ STALL_DELAY = 0.005
 REPLY_PRUNE_THRESHOLD = 4096
 
 _CRLF = b"\r\n"
+_random = random.random
 # Publish subjects and reply subjects clients may not use (nats-server's reserved prefixes).
 _RESERVED_PUB = (b"_GR_.", b"$NRG.")
 _RESERVED_REPLY = (b"_R_.", b"_GR_.", b"$JS.ACK.")
@@ -1113,14 +1114,25 @@ def deliver(
     echo = src.echo
     if queues:
         # one member per group: random start, then ring order past members that can't take it
-        targets = list(targets)
+        targets = list(plain) if plain else []
+        skip = None if echo else src
         for group in queues:
             n = len(group)
-            start = int(random.random() * n) if n > 1 else 0
-            for k in range(n):
+            start = int(_random() * n)
+            sub = group[start]
+            c = sub.client
+            if (
+                not c.closed
+                and c is not skip
+                and (c.perms is None or c.perms.can_deliver(subject))
+                and not (sub.max_msgs and sub.delivered >= sub.max_msgs)
+            ):
+                targets.append(sub)
+                continue
+            for k in range(1, n):
                 sub = group[(start + k) % n]
                 c = sub.client
-                if c.closed or (c is src and not echo):
+                if c.closed or c is skip:
                     continue
                 if c.perms is not None and not c.perms.can_deliver(subject):
                     continue
