@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers.script import Step, as_lines, eof, ping, pong, run_script, send
+from tests.helpers.script import Step, StepLike, as_lines, eof, ping, pong, run_script, send
 from tests.helpers.servers import ServerPool
 
 SUBJECTS = [b"foo", b"bar", b"foo.bar", b"a.b.c", b"x"]  # sid i+1 <-> SUBJECTS[i]
@@ -195,3 +195,65 @@ def test_generated_junk(data: bytes, impl: str, server_pool: ServerPool) -> None
     want = run_script(ref.host, ref.port, steps)
     got = run_script(srv.host, srv.port, steps)
     assert as_lines(got) == as_lines(want), f"input: {data!r}"
+
+
+# Several clients: each has its own per-sid subjects that never overlap one another (so a
+# message matches at most one subscription per connection), and every op is followed by a
+# PING on the sender, so cross-connection delivery order is fixed by the script.
+CLIENT_SUBJECTS = {
+    "a": [b"foo.bar", b"baz.*", b"q.>"],
+    "b": [b"foo.*", b"baz.q", b"q"],
+    "c": [b">"],
+}
+MULTI_PUB_SUBJECTS = [b"foo.bar", b"foo.x", b"baz.q", b"baz.q.r", b"q", b"q.a.b", b"nobody"]
+
+
+@st.composite
+def multi_scripts(draw: st.DrawFn) -> list[StepLike]:
+    steps: list[StepLike] = []
+    headers: dict[str, bool] = {}
+    for name in CLIENT_SUBJECTS:
+        verbose, echo, hdrs = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
+        headers[name] = hdrs
+        opts = b'{"verbose":%s,"echo":%s,"headers":%s}' % tuple(
+            b"true" if v else b"false" for v in (verbose, echo, hdrs)
+        )
+        steps.append([send(b"CONNECT " + opts + b"\r\n", name), ping(name)])
+    for _ in range(draw(st.integers(1, 16))):
+        name = draw(st.sampled_from(sorted(CLIENT_SUBJECTS)))
+        kind = draw(st.sampled_from(["sub", "unsub", "pub", "pub", "pub", "hpub"]))
+        if kind == "sub":
+            i = draw(st.integers(0, len(CLIENT_SUBJECTS[name]) - 1))
+            op = b"SUB %s %d\r\n" % (CLIENT_SUBJECTS[name][i], i + 1)
+        elif kind == "unsub":
+            i = draw(st.integers(1, len(CLIENT_SUBJECTS[name])))
+            op = b"UNSUB %d%s\r\n" % (i, draw(st.sampled_from([b"", b" 1", b" 2"])))
+        elif kind == "hpub" and headers[name]:
+            subj = draw(st.sampled_from(MULTI_PUB_SUBJECTS))
+            payload = draw(st.binary(max_size=6))
+            hdr = b"NATS/1.0\r\nK: v\r\n\r\n"
+            op = b"HPUB %s r.%s %d %d\r\n" % (subj, name.encode(), len(hdr), len(hdr) + len(payload))
+            op += hdr + payload + b"\r\n"
+        else:
+            subj = draw(st.sampled_from(MULTI_PUB_SUBJECTS))
+            payload = draw(st.binary(max_size=6))
+            op = b"PUB %s %d\r\n%s\r\n" % (subj, len(payload), payload)
+        steps.append([send(op, name), ping(name)])
+    steps.append([ping(name) for name in CLIENT_SUBJECTS])
+    return steps
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=multi_scripts())
+def test_generated_multi_client(steps: list[StepLike], impl: str, server_pool: ServerPool) -> None:
+    ref = server_pool.get("nats", None, REFERENCE_FLAGS)
+    srv = server_pool.get(impl)
+    want = run_script(ref.host, ref.port, steps)
+    got = run_script(srv.host, srv.port, steps)
+    assert as_lines(got) == as_lines(want), f"steps: {steps!r}"
