@@ -14,6 +14,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from pynatsd.client import (
     ClientConnection,
     Subscription,
 )
-from pynatsd.config.options import RANDOM_PORT, ServerOptions
+from pynatsd.config.options import RANDOM_PORT, ServerOptions, Source
 from pynatsd.errors import ConfigError
 from pynatsd.log import configure_logging, reopen_log_file
 from pynatsd.protocol import wire
@@ -549,10 +550,11 @@ class Server:
                 continue
             if a != b:
                 raise ConfigError(f"config reload not supported for {go_name}: old={a}, new={b}")
-        if (old.tls is None) != (new.tls is None) or old.tls != new.tls:
+        if _without_source(old.tls) != _without_source(new.tls):
             raise ConfigError("config reload not supported for TLS changes yet")
-        if old.cluster != new.cluster:
+        if _without_source(old.cluster) != _without_source(new.cluster):
             raise ConfigError("config reload not supported for cluster changes yet")
+        changes = _reload_changes(old, new)
         self.opts = new
         if self.manage_logging:
             configure_logging(new)
@@ -567,7 +569,10 @@ class Server:
         for c in self.clients.values():
             c.update_fast_path()
         self.config_load_time = datetime.now(UTC)
-        log.info("Reloaded server configuration")
+        for line in changes:
+            log.info("Reloaded: %s", line)
+        digest = f" ({new.config_digest})" if new.config_digest else ""
+        log.info("Reloaded server configuration%s", digest)
 
     def _trim_connections(self) -> None:
         mc = self.opts.max_connections
@@ -605,6 +610,52 @@ class Server:
                 if not perms.can_subscribe(sub.subject, sub.queue):
                     c.remove_sub(sub)
                     c.send_err(wire.sub_reload_violation(sub.subject, sub.queue or None, sub.sid))
+
+
+def _without_source(x: Any) -> Any:
+    """Options compared for reload without where they were written."""
+    if x is None or not hasattr(x, "source"):
+        return x
+    return dataclasses.replace(x, source=Source())
+
+
+def _go_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "" if v is None else str(v)
+
+
+def _reload_changes(old: ServerOptions, new: ServerOptions) -> list[str]:
+    """nats-server's ``Reloaded: ...`` notices for the options this reload applies."""
+    from pynatsd.config.load import format_duration
+
+    out: list[str] = []
+    for name in ("trace", "trace_verbose", "debug", "logtime", "logtime_utc", "log_file", "syslog", "remote_syslog"):
+        if getattr(old, name) != getattr(new, name):
+            out.append(f"{name} = {_go_value(getattr(new, name))}")
+    oa, na = old.auth, new.auth
+    if oa.user != na.user:
+        out.append("authorization username")
+    if oa.password != na.password:
+        out.append("authorization password")
+    if oa.token != na.token:
+        out.append("authorization token")
+    if oa.timeout != na.timeout:
+        out.append(f"authorization timeout = {_go_value(na.timeout)}")
+    if oa.users != na.users or oa.default_permissions != na.default_permissions:
+        out.append("authorization users")
+    for name in ("max_connections", "pid_file", "ports_file_dir", "max_control_line", "max_payload"):
+        if getattr(old, name) != getattr(new, name):
+            out.append(f"{name} = {_go_value(getattr(new, name))}")
+    if old.ping_interval != new.ping_interval:
+        out.append(f"ping_interval = {format_duration(new.ping_interval)}")
+    if old.ping_max != new.ping_max:
+        out.append(f"ping_max = {new.ping_max}")
+    if old.write_deadline != new.write_deadline:
+        out.append(f"write_deadline = {format_duration(new.write_deadline)}")
+    if old.max_traced_msg_len != new.max_traced_msg_len:
+        out.append(f"max_traced_msg_len = {new.max_traced_msg_len}")
+    return out
 
 
 def _hostport(host: str, port: int) -> str:

@@ -154,7 +154,9 @@ def test_sighup_reload(launch: Callable[..., Proc], tmp_path: Path) -> None:
         conf.write_text("max_payload: 2048\nauthorization { users: [ {user: a, password: a} ] }\n")
         proc.signal(signal.SIGHUP)
         assert b.expect_eof() == b""  # removed user: closed without -ERR
-        proc.wait_log("Reloaded server configuration")
+        text = proc.wait_log(r"Reloaded server configuration \(sha256:[0-9a-f]{64}\)")
+        assert "[INF] Reloaded: max_payload = 2048" in text
+        assert "[INF] Reloaded: authorization users" in text
         assert a.ping() == b"PONG\r\n"
     with RawClient(HOST, proc.port) as c:
         assert c.read_info()["max_payload"] == 2048
