@@ -67,14 +67,48 @@ def make_server_id() -> str:
     return _nkey_encode(_NKEY_PREFIX_SERVER, secrets.token_bytes(32))
 
 
+def x25519_public(private: bytes) -> bytes:
+    """X25519 public key of a 32-byte private key (RFC 7748 Montgomery ladder over u=9).
+
+    Done here rather than through ``cryptography`` so a plain server does not load OpenSSL
+    (several MiB) for one key computed once at start-up."""
+    p = 2**255 - 19
+    k = bytearray(private)
+    k[0] &= 248
+    k[31] &= 127
+    k[31] |= 64
+    scalar = int.from_bytes(k, "little")
+    x1 = 9
+    x2, z2, x3, z3 = 1, 0, x1, 1
+    swap = 0
+    for t in range(254, -1, -1):
+        bit = (scalar >> t) & 1
+        if swap ^ bit:
+            x2, x3 = x3, x2
+            z2, z3 = z3, z2
+        swap = bit
+        a = x2 + z2
+        aa = a * a % p
+        b = x2 - z2
+        bb = b * b % p
+        e = aa - bb
+        c = x3 + z3
+        d = x3 - z3
+        da = d * a % p
+        cb = c * b % p
+        x3 = (da + cb) ** 2 % p
+        z3 = x1 * (da - cb) ** 2 % p
+        x2 = aa * bb % p
+        z2 = e * (aa + 121665 * e) % p
+    if swap:
+        x2, z2 = x3, z3
+    return (x2 * pow(z2, p - 2, p) % p).to_bytes(32, "little")
+
+
 def make_xkey() -> str:
     """The server's x25519 public key in nkeys form ('X...'), as nats-server sends in INFO
     ``xkey`` (a fresh key pair per start; the private half is not used: no auth callout)."""
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    pub = X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return _nkey_encode(_NKEY_PREFIX_CURVE, pub)
+    return _nkey_encode(_NKEY_PREFIX_CURVE, x25519_public(secrets.token_bytes(32)))
 
 
 def _read_git_commit() -> str:

@@ -495,3 +495,23 @@ async def test_reload_max_payload_and_connections() -> None:
         alive = b if closed is a else a
         await alive.send(b"PUB x 9\r\n123456789\r\n")
         assert await alive.expect_eof() == b"-ERR 'Maximum Payload Violation'\r\n"
+
+
+def test_server_id_and_xkey_encoding() -> None:
+    import base64
+    import binascii
+    import secrets
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from pynatsd.server import make_server_id, make_xkey, x25519_public
+
+    for _ in range(20):
+        k = secrets.token_bytes(32)
+        want = X25519PrivateKey.from_private_bytes(k).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        assert x25519_public(k) == want
+    for key, prefix in ((make_server_id(), "N"), (make_xkey(), "X")):
+        assert len(key) == 56 and key[0] == prefix
+        raw = base64.b32decode(key)
+        assert binascii.crc_hqx(raw[:-2], 0).to_bytes(2, "little") == raw[-2:]
