@@ -1,0 +1,524 @@
+"""TLS over an asyncio transport, with OpenSSL memory BIOs (pyOpenSSL).
+
+``start_tls`` takes over a plain asyncio transport that is already connected (after INFO, or at
+once for handshake-first), runs the server handshake under a timeout, checks pinned
+certificates, and then hands the application a ``TLSTransport``: an asyncio-Transport-like
+object whose ``write`` encrypts and whose decrypted bytes go to the application protocol's
+``data_received``. ``start_tls_client`` is the dialing side (routes, gateways, leaf remotes).
+
+Hot path: one ``write`` call encrypts its whole buffer with one SSL_write (OpenSSL cuts the
+records) and hands the ciphertext to the socket in as few writes as the output buffer allows;
+each received chunk is decrypted in a tight loop over the records it completes and the
+plaintext is delivered in one ``data_received`` call. Reads and BIO drains call the cffi
+binding directly (no exception per empty read); errors go through pyOpenSSL for their text.
+
+Failure reasons are plain words: "handshake timeout", "plain text on a TLS port",
+"no client certificate", "unknown CA", "certificate expired", "certificate not pinned", ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+
+from pynatsd.tls.context import ClientTLS, ServerTLS, go_cipher_name, go_group_name
+from pynatsd.tls.identity import spki_sha256
+
+log = logging.getLogger("pynatsd.tls")
+
+OnDone = Callable[["TLSTransport | None", "str | None"], None]
+
+TLS_HANDSHAKE_RECORD = 0x16
+
+_BUF_SIZE = 256 * 1024
+# Shared scratch buffers: the event loop runs one callback at a time and every read copies out
+# of them at once, so one pair serves all connections.
+_RBUF = _ffi.new("char[]", _BUF_SIZE)
+_WBUF = _ffi.new("char[]", _BUF_SIZE)
+_RVIEW = _ffi.buffer(_RBUF)
+_WVIEW = _ffi.buffer(_WBUF)
+_SSL_read = _lib.SSL_read
+_SSL_write = _lib.SSL_write
+_SSL_get_error = _lib.SSL_get_error
+_BIO_read = _lib.BIO_read
+_BIO_write = _lib.BIO_write
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+
+_UNKNOWN_CA = {
+    _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
+    _lib.X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, _lib.X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+    _lib.X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, _lib.X509_V_ERR_CERT_UNTRUSTED,
+}
+
+# OpenSSL reason text (lower case, substring) -> our words.
+_REASONS = (
+    ("peer did not return a certificate", "no client certificate"),
+    ("certificate required", "no client certificate"),
+    ("unknown ca", "unknown CA"),
+    ("certificate expired", "certificate expired"),
+    ("certificate verify failed", "certificate verify failed"),
+    ("no shared cipher", "no cipher suite in common"),
+    ("no suitable key share", "no key exchange group in common"),
+    ("no shared groups", "no key exchange group in common"),
+    ("unsupported protocol", "TLS version not allowed"),
+    ("protocol version", "TLS version not allowed"),
+    ("wrong version number", "plain text on a TLS port"),
+    ("http request", "plain text on a TLS port"),
+    ("handshake failure", "handshake failure"),
+)
+
+
+def looks_like_tls(first: bytes) -> bool:
+    """True when the first byte received is a TLS handshake record (a ClientHello)."""
+    return bool(first) and first[0] == TLS_HANDSHAKE_RECORD
+
+
+def _describe(err: BaseException, conn: SSL.Connection | None) -> str:
+    """A failed handshake in plain words (verification results first: they are the cause)."""
+    if conn is not None:
+        code = _lib.SSL_get_verify_result(conn._ssl)
+        if code != _lib.X509_V_OK:
+            if code == _lib.X509_V_ERR_CERT_HAS_EXPIRED:
+                return "certificate expired"
+            if code == _lib.X509_V_ERR_CERT_NOT_YET_VALID:
+                return "certificate not yet valid"
+            if code in _UNKNOWN_CA:
+                return "unknown CA"
+            if code == _lib.X509_V_ERR_HOSTNAME_MISMATCH or code == _lib.X509_V_ERR_IP_ADDRESS_MISMATCH:
+                return "certificate is not valid for the host name"
+            text = _ffi.string(_lib.X509_verify_cert_error_string(code)).decode(errors="replace")
+            return f"certificate verify failed: {text}"
+    if isinstance(err, SSL.SysCallError):
+        return "connection closed during handshake"
+    detail = ""
+    if isinstance(err, SSL.Error) and err.args and isinstance(err.args[0], list):
+        parts = [str(e[2]) for e in err.args[0] if isinstance(e, tuple) and len(e) == 3]
+        detail = "; ".join(p for p in parts if p)
+    low = detail.lower()
+    for needle, words in _REASONS:
+        if needle in low:
+            return words
+    return f"TLS error: {detail or err}"
+
+
+class TLSTransport(asyncio.Transport):
+    """The application's view of a TLS connection (an asyncio.Transport).
+
+    ``get_extra_info`` knows: ``ssl_object`` (the pyOpenSSL Connection), ``peercert`` (the peer's
+    leaf as a cryptography Certificate or None), ``peer_cert_chain`` (leaf first), ``tls_version``
+    ("1.3"), ``cipher_suite`` (Go name), ``group`` (Go name), ``cipher`` (OpenSSL name, version,
+    bits), ``tls_first``; anything else (peername, sockname, socket) comes from the raw transport.
+    """
+
+    def __init__(
+        self,
+        raw: asyncio.Transport,
+        conn: SSL.Connection,
+        app: asyncio.BaseProtocol,
+        *,
+        server_side: bool,
+        pins: frozenset[str] | None,
+        timeout: float,
+        on_done: OnDone,
+        context: ServerTLS | ClientTLS,
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._conn = conn
+        self._ssl = conn._ssl
+        self._from_ssl = conn._from_ssl
+        self._into_ssl = conn._into_ssl
+        self._app = app
+        self._server_side = server_side
+        self._pins = pins
+        self._on_done: OnDone | None = on_done
+        self._context = context
+        self._handshaking = True
+        self._closing = False
+        self._failed = False
+        self._first = server_side  # check the first byte for plain text
+        self._peer_chain: list[x509.Certificate] | None = None
+        self.tls_first = False
+        loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._on_timeout) if timeout > 0 else None
+
+    # ---- raw side (installed as the raw transport's protocol) -------------------------------
+
+    def _raw_data_received(self, data: bytes) -> None:
+        if self._handshaking:
+            self._handshake_data(data)
+            return
+        if self._closing:
+            return
+        if _BIO_write(self._into_ssl, _ffi.from_buffer(data), len(data)) != len(data):
+            self._fatal("TLS engine refused input")
+            return
+        self._read_plain()
+
+    def _raw_eof_received(self) -> bool:
+        if self._handshaking:
+            self._fail("connection closed during handshake")
+            return False
+        eof = getattr(self._app, "eof_received", None)
+        if eof is not None:
+            eof()
+        return False
+
+    def _raw_connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._handshaking:
+            if not self._failed:
+                self._fail("connection closed during handshake")
+            return
+        self._closing = True
+        self._app.connection_lost(exc)
+
+    def _raw_pause_writing(self) -> None:
+        if not self._handshaking:
+            self._app.pause_writing()  # type: ignore[attr-defined]
+
+    def _raw_resume_writing(self) -> None:
+        if not self._handshaking:
+            self._app.resume_writing()  # type: ignore[attr-defined]
+
+    # ---- handshake ---------------------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        if self._failed:
+            return
+        if self._first and data:
+            self._first = False
+            if data[0] != TLS_HANDSHAKE_RECORD:
+                self._fail("plain text on a TLS port")
+                return
+        if data:
+            self._conn.bio_write(data)
+        self._step()
+
+    def _step(self) -> None:
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            self._flush()
+            return
+        except SSL.Error as e:
+            self._flush()  # the alert, so the peer learns why
+            self._fail(_describe(e, self._conn))
+            return
+        self._handshake_done()
+
+    def _handshake_done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pins is not None:
+            leaf = self._conn.get_peer_certificate()
+            if leaf is None or spki_sha256(leaf) not in self._pins:
+                if leaf is None:
+                    log.debug("Failed pinned cert test as client did not provide a certificate")
+                else:
+                    log.debug("Failed pinned cert test for key id: %s", spki_sha256(leaf))
+                self._fail("certificate not pinned")
+                return
+        self._handshaking = False
+        self._flush()  # session tickets and the like
+        done, self._on_done = self._on_done, None
+        if done is not None:
+            done(self, None)
+        if not self._closing:
+            self._read_plain()  # application data that came with the last handshake flight
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self._handshaking and not self._failed:
+            self._fail("handshake timeout")
+
+    def _fail(self, reason: str) -> None:
+        """Handshake failed: tell the application, then close the raw transport.
+
+        on_done runs before the close, so it may still write a last plain-text line on the raw
+        transport (nats-server's best-effort -ERR on a timeout); close() flushes it.
+        """
+        if self._failed:
+            return
+        self._failed = True
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        done, self._on_done = self._on_done, None
+        try:
+            if done is not None:
+                done(None, reason)
+        finally:
+            self._raw.close()
+
+    # ---- data path ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Move all ciphertext out of the engine onto the socket."""
+        bio = self._from_ssl
+        n = _BIO_read(bio, _WBUF, _BUF_SIZE)
+        if n <= 0:
+            return
+        if n < _BUF_SIZE:
+            self._raw.write(_WVIEW[:n])
+            return
+        parts = [_WVIEW[:n]]
+        while True:
+            n = _BIO_read(bio, _WBUF, _BUF_SIZE)
+            if n <= 0:
+                break
+            parts.append(_WVIEW[:n])
+            if n < _BUF_SIZE:
+                break
+        self._raw.writelines(parts)
+
+    def _read_plain(self) -> None:
+        ssl = self._ssl
+        n = _SSL_read(ssl, _RBUF, _BUF_SIZE)
+        if n > 0:
+            first = _RVIEW[:n]
+            more: list[bytes] | None = None
+            while True:
+                n = _SSL_read(ssl, _RBUF, _BUF_SIZE)
+                if n <= 0:
+                    break
+                if more is None:
+                    more = [first]
+                more.append(_RVIEW[:n])
+            data = first if more is None else b"".join(more)
+        else:
+            data = b""
+        err = _SSL_get_error(ssl, n)
+        if err != _WANT_READ:
+            if data:
+                self._app.data_received(data)  # type: ignore[attr-defined]
+                data = b""
+            if err == _ZERO_RETURN:  # close_notify: answer it and end
+                self._peer_closed()
+            else:
+                try:
+                    self._conn._raise_ssl_error(ssl, n)
+                except SSL.Error as e:
+                    self._fatal(_describe(e, None))
+            return
+        # Reading may have produced output (TLS 1.3 key update answers); rare but must go out.
+        self._flush()
+        if data:
+            self._app.data_received(data)  # type: ignore[attr-defined]
+
+    def _peer_closed(self) -> None:
+        if self._closing:
+            return
+        eof = getattr(self._app, "eof_received", None)
+        if eof is not None:
+            eof()
+        self.close()
+
+    def _fatal(self, reason: str) -> None:
+        log.debug("TLS error on an established connection: %s", reason)
+        self._closing = True
+        self._raw.abort()
+
+    # ---- asyncio.Transport -------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or not data:
+            return
+        if self._handshaking:
+            raise RuntimeError("write before the TLS handshake completed")
+        n = len(data)
+        buf = _ffi.from_buffer(data)
+        r = _SSL_write(self._ssl, buf, n)
+        if r != n:  # only if partial writes were turned on: finish the rest
+            done = 0
+            while r > 0:
+                done += r
+                if done >= n:
+                    break
+                r = _SSL_write(self._ssl, buf + done, n - done)
+            if r <= 0:
+                try:
+                    self._conn._raise_ssl_error(self._ssl, r)
+                except SSL.Error as e:
+                    self._fatal(_describe(e, None))
+                    return
+        self._flush()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("TLS cannot half-close")
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if not self._handshaking:
+            try:
+                self._conn.shutdown()  # queue close_notify
+            except SSL.Error:
+                pass
+            self._flush()
+        self._raw.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        self._raw.abort()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._raw.is_closing()
+
+    def pause_reading(self) -> None:
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._raw.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._raw.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._raw.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._raw.get_write_buffer_limits()
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._app = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._app
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        conn = self._conn
+        if name == "ssl_object":
+            return conn
+        if name == "sslcontext":
+            return self._context.ssl_context
+        if name == "peer_cert_chain":
+            return self._peer_certs()
+        if name == "peercert":
+            chain = self._peer_certs()
+            return chain[0] if chain else None
+        if name == "tls_version":
+            v = conn.get_protocol_version_name()
+            return v[4:] if v.startswith("TLSv") else v
+        if name == "cipher_suite":
+            return go_cipher_name(conn.get_cipher_name())
+        if name == "group":
+            return go_group_name(conn.get_group_name())
+        if name == "cipher":
+            return (conn.get_cipher_name(), conn.get_cipher_version(), conn.get_cipher_bits())
+        if name == "tls_first":
+            return self.tls_first
+        return self._raw.get_extra_info(name, default)
+
+    def _peer_certs(self) -> list[x509.Certificate]:
+        if self._peer_chain is None:
+            leaf = self._conn.get_peer_certificate(as_cryptography=True)
+            chain = self._conn.get_peer_cert_chain(as_cryptography=True) or []
+            out = [leaf] if leaf is not None else []
+            for c in chain:
+                if leaf is None or c != leaf:
+                    out.append(c)
+            self._peer_chain = out
+        return self._peer_chain
+
+
+class _RawProtocol(asyncio.Protocol):
+    """The raw transport's protocol while TLS runs: forwards to the TLSTransport."""
+
+    def __init__(self, tls: TLSTransport) -> None:
+        self.data_received = tls._raw_data_received  # type: ignore[method-assign]
+        self.eof_received = tls._raw_eof_received  # type: ignore[method-assign]
+        self.connection_lost = tls._raw_connection_lost  # type: ignore[method-assign]
+        self.pause_writing = tls._raw_pause_writing  # type: ignore[method-assign]
+        self.resume_writing = tls._raw_resume_writing  # type: ignore[method-assign]
+
+
+def start_tls(
+    raw_transport: asyncio.Transport,
+    server_tls: ServerTLS,
+    app_protocol: asyncio.BaseProtocol,
+    *,
+    timeout: float,
+    on_done: OnDone,
+    initial_data: bytes = b"",
+    tls_first: bool = False,
+) -> TLSTransport:
+    """Run the server side of TLS on ``raw_transport`` (see the module docstring).
+
+    On success ``on_done(tls_transport, None)``: from then on the application writes through the
+    TLSTransport and receives plaintext in ``app_protocol.data_received`` (bytes that arrived with
+    the handshake's end are delivered right after on_done returns); connection_lost is passed on.
+    On failure ``on_done(None, reason)`` and the raw transport is closed; app_protocol gets no
+    further calls. ``initial_data``: bytes already read from the socket (handshake-first sniffing).
+    Returns the TLSTransport (mainly for tests; use the one given to on_done).
+    """
+    conn = SSL.Connection(server_tls.ssl_context, None)
+    conn.set_accept_state()
+    tls = TLSTransport(raw_transport, conn, app_protocol, server_side=True, pins=server_tls.pins,
+                       timeout=timeout, on_done=on_done, context=server_tls)
+    tls.tls_first = tls_first
+    raw_transport.set_protocol(_RawProtocol(tls))
+    if initial_data:
+        tls._handshake_data(initial_data)
+    return tls
+
+
+def start_tls_client(
+    raw_transport: asyncio.Transport,
+    client_tls: ClientTLS,
+    app_protocol: asyncio.BaseProtocol,
+    *,
+    server_hostname: str | None,
+    timeout: float,
+    on_done: OnDone,
+) -> TLSTransport:
+    """Run the client side of TLS on ``raw_transport`` (solicited routes, gateways, leaf remotes).
+
+    With verification on, the server's chain is checked against the configured CA and its
+    certificate must match ``server_hostname`` (a DNS name or an IP address). Pins, if any, are
+    checked on the server's leaf. Same callbacks as ``start_tls``.
+    """
+    conn = SSL.Connection(client_tls.ssl_context, None)
+    conn.set_connect_state()
+    if server_hostname:
+        try:
+            ip = ipaddress.ip_address(server_hostname)
+        except ValueError:
+            ip = None
+            conn.set_tlsext_host_name(server_hostname.encode("idna"))
+        if client_tls.verify:
+            param = _lib.SSL_get0_param(conn._ssl)
+            if ip is None:
+                name = server_hostname.encode("idna")
+                _lib.X509_VERIFY_PARAM_set1_host(param, name, len(name))
+            else:
+                packed = ip.packed
+                _lib.X509_VERIFY_PARAM_set1_ip(param, packed, len(packed))
+    tls = TLSTransport(raw_transport, conn, app_protocol, server_side=False, pins=client_tls.pins,
+                       timeout=timeout, on_done=on_done, context=client_tls)
+    raw_transport.set_protocol(_RawProtocol(tls))
+    tls._step()  # sends the ClientHello
+    return tls
