@@ -332,7 +332,15 @@ class Server:
         sock = srv.sockets[0]
         self.port = int(sock.getsockname()[1])
         self.running = True
-        await self._start_monitoring()
+        try:
+            await self._start_monitoring()
+        except OSError as e:
+            log.critical("%s", e)
+            for listener in self._listeners:
+                listener.close()
+            self._listeners.clear()
+            self.running = False
+            raise
         if self.tls is not None:
             log.info("TLS %s for client connections", "required" if self.tls_required else "available")
         log.info("Listening for client connections on %s", _hostport(opts.host, self.port))

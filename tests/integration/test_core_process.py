@@ -218,3 +218,17 @@ def test_port_in_use_exits_nonzero(tmp_path: Path) -> None:
         )
     assert p.returncode == 1
     assert b"[FTL]" in p.stderr and b"Error listening on port" in p.stderr
+
+
+def test_monitor_port_in_use_exits_nonzero(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind((HOST, 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        p = subprocess.run(
+            [sys.executable, "-m", "pynatsd", "-a", HOST, "-p", "-1", "-m", str(port)],
+            capture_output=True,
+            timeout=20,
+        )
+    assert p.returncode == 1
+    assert b"[FTL]" in p.stderr
