@@ -421,6 +421,10 @@ class ClientConnection(asyncio.Protocol):
 
         server = self.server
         assert server.tls is not None
+        if not server.tls_rate_allow():
+            self.send_err(wire.ERR_CONNECTION_THROTTLED)
+            self.close(REASON_MAX_CONNECTIONS)
+            return
         self._reading = False
         self.tls_first = first
         self.debug("Starting TLS client connection handshake")

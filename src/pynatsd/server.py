@@ -289,6 +289,10 @@ class Server:
         self._stopped: asyncio.Event | None = None
         self._ldm_task: asyncio.Task[None] | None = None
         self._pub_subject_cache: dict[bytes, bool] = {}
+        self._rate_window_end = 0.0
+        self._rate_count = 0
+        self._rate_blocked = 0
+        self._rate_log_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -400,6 +404,9 @@ class Server:
             srv.close()
         if self.routes is not None:
             await self.routes.shutdown()
+        if self._rate_log_timer is not None:
+            self._rate_log_timer.cancel()
+            self._rate_log_timer = None
         log.debug("Client accept loop exiting..")
         for c in list(self.clients.values()):
             c.close(REASON_SHUTDOWN)
@@ -490,6 +497,29 @@ class Server:
         self.clients.pop(client.cid, None)
         if self.closed_clients.maxlen:
             self.closed_clients.append(ClosedClient.of(client))
+
+    def tls_rate_allow(self) -> bool:
+        """tls.connection_rate_limit: at most N TLS handshakes per 1-second window."""
+        limit = self.opts.tls.connection_rate_limit if self.opts.tls is not None else 0
+        if limit <= 0:
+            return True
+        now = self.loop.time()
+        if now >= self._rate_window_end:
+            self._rate_window_end = now + 1.0
+            self._rate_count = 0
+        self._rate_count += 1
+        if self._rate_count <= limit:
+            return True
+        self._rate_blocked += 1
+        if self._rate_log_timer is None:
+            self._rate_log_timer = self.loop.call_later(1.0, self._log_rate_blocked)
+        return False
+
+    def _log_rate_blocked(self) -> None:
+        self._rate_log_timer = None
+        if self._rate_blocked:
+            log.warning("Rejected %d connections due to TLS rate limiting", self._rate_blocked)
+            self._rate_blocked = 0
 
     def pub_subject_ok(self, subject: bytes) -> bool:
         """pedantic: is ``subject`` a valid literal publish subject? (cached, bounded)"""

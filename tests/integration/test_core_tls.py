@@ -155,3 +155,16 @@ async def test_verify_and_map(certs: CertSet) -> None:
                 max_reconnect_attempts=0,
             )
         assert s.closed_clients[-1].reason == "Authentication Failure"
+
+
+async def test_tls_connection_rate_limit(certs: CertSet) -> None:
+    async with running(tls=server_tls(certs, connection_rate_limit=2)) as s:
+        opened = [await AsyncRawClient.open(HOST, s.port) for _ in range(3)]
+        for c in opened[:2]:
+            await c.read_info()
+        third = opened[2]
+        await third.read_info()
+        assert await third.expect_eof() == b"-ERR 'Connection throttling is active. Please try again later.'\r\n"
+        assert s.closed_clients[-1].reason == "Maximum Connections Exceeded"
+        for c in opened:
+            await c.close()
