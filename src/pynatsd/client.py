@@ -706,7 +706,7 @@ class ClientConnection(asyncio.Protocol):
                 if reason == REASON_PROTOCOL_VIOLATION:
                     self.error("Client parser ERROR")
                 elif reason == REASON_AUTH_FAILURE:
-                    self.error("Authorization Violation")
+                    self.error("authentication error")
                 else:
                     self.error(err)
             self.close(reason, err)
@@ -740,7 +740,7 @@ class ClientConnection(asyncio.Protocol):
             if isinstance(result, AuthResult):
                 self._apply_auth(result)
                 return True
-        self.error("Authorization Violation")
+        self.error("authentication error")
         self.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
         return False
 

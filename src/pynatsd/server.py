@@ -671,7 +671,7 @@ class Server:
             if isinstance(decision, BcryptCheck):
                 decision = decision.verify()
             if decision is None:
-                c.error("Authorization Violation")
+                c.error("authentication error")
                 c.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
                 continue
             c._apply_auth(decision)
