@@ -184,6 +184,27 @@ class RouteParser:
                     line = line[:-1]
                 if len(line) > mcl:
                     return self._die(ops, ERR_MAX_CONTROL_LINE, REASON_MAX_CONTROL_LINE)
+                if line[:5] == b"RMSG ":
+                    # fast path: the common RMSG without a queue list
+                    args = line[5:].split()
+                    na = len(args)
+                    if na == 3 or na == 4:
+                        sz = args[-1]
+                        if not sz.isdigit() or len(sz) > 9:
+                            raise ProtocolError(f"bad size {sz!r}")
+                        end = pos + int(sz) + 2
+                        reply = args[2] if na == 4 else b""
+                        if end <= n:
+                            if buf[end - 2 : end] != CRLF:
+                                raise ProtocolError("message payload not followed by CRLF")
+                            ops.append(
+                                (R_MSG, args[0], args[1], reply, _NO_QUEUES, -1, bytes(buf[pos : end - 2]))
+                            )
+                            pos = end
+                        else:
+                            self._pending = (R_MSG, args[0], args[1], reply, _NO_QUEUES, -1)
+                            self._need = end - pos
+                        continue
                 op = self._control_line(line)
                 if op is None:
                     continue
@@ -304,6 +325,10 @@ def msg_line(
 ) -> bytes:
     """The RMSG/HMSG control line (with CRLF) for ``total`` bytes of data (headers included)
     that follow. ``hdr_len`` < 0 means no headers (RMSG)."""
+    if not queues and hdr_len < 0:  # the common case, kept cheap
+        if reply:
+            return b"RMSG %s %s %s %d\r\n" % (account, subject, reply, total)
+        return b"RMSG %s %s %d\r\n" % (account, subject, total)
     parts = [b"HMSG" if hdr_len >= 0 else b"RMSG", account, subject]
     if queues:
         if reply:

@@ -393,10 +393,14 @@ class RouteConnection(asyncio.Protocol):
         if self.closed or not self._reading:
             return
         self._last_in = time.time()
+        on_msg = self._on_msg
         for op in self.parser.feed(data):
             if self.closed:
                 return
-            self._handle(op)
+            if op[0] == R_MSG and self.registered:  # the hot path (registered: past CONNECT)
+                on_msg(op[1], op[2], op[3], op[4], op[5], op[6])
+            else:
+                self._handle(op)
 
     def eof_received(self) -> bool | None:
         return None
@@ -597,6 +601,8 @@ class RouteConnection(asyncio.Protocol):
 
     def send_msg(self, subject: bytes, reply: bytes, queues: list[bytes], hdr_len: int, data: bytes) -> None:
         """Queue an RMSG/HMSG (headers stripped if the peer cannot take them)."""
+        if self.closed:
+            return
         if hdr_len >= 0 and not self.headers:
             data = data[hdr_len:]
             hdr_len = -1
@@ -1345,8 +1351,12 @@ class RouteManager:
         res = self.remote.match(subject)
         plain = res.plain
         rqueues = res.queues
-        if not plain and not rqueues:
-            return False, local_queues
+        if not rqueues:
+            if not plain:
+                return False, local_queues
+            if len(plain) == 1:  # the usual case: one route wants it
+                plain[0].route.send_msg(subject, reply, [], hdr_len, data)
+                return True, local_queues
         targets: dict[RouteConnection, list[bytes]] = {}
         for rs in plain:
             if rs.route not in targets:
