@@ -137,10 +137,11 @@ def test_dc_candidate_comes_before_the_plain_subject() -> None:
     assert I.cert_identities(c) == ["CN=bob,DC=org,DC=example", "CN=bob"]
 
 
-def test_empty_subject_with_only_dns_sans_yields_nothing() -> None:
-    # nats-server gives up before looking at DNS SANs when there is no email, URI or subject.
-    assert I.cert_identities(cert(dns=("only.example.com",))) == []
+def test_empty_subject_still_uses_the_sans() -> None:
+    # nats-server 2.15 (checked against the binary) maps a DNS SAN even when the subject is empty
+    assert I.cert_identities(cert(dns=("only.example.com",))) == ["only.example.com"]
     assert I.cert_identities(cert(uris=("urn:x",))) == ["urn:x"]
+    assert I.cert_identities(cert()) == []
 
 
 # ---- map_certificate -----------------------------------------------------------------------

@@ -412,8 +412,6 @@ def _literal_candidates(cert: x509.Certificate) -> tuple[list[tuple[str, str]], 
     """(SAN candidates, subject candidates) as (how, name); empty when nats-server finds none."""
     emails, dns, uris = _sans(cert)
     rdns = _subject_rdns(cert)
-    if not emails and not uris and not go_subject_full(cert):
-        return [], []  # nats-server: "User required in cert, none found" (DNS SANs not consulted)
     sans = [("email", e) for e in emails] + [("SAN", d) for d in dns] + [("URI", u) for u in uris]
     subject = go_subject(cert)
     tail: list[tuple[str, str]] = []
@@ -452,8 +450,6 @@ def map_certificate(
     known = set(names)
     ok = allowed or (lambda _u: True)
     sans, tail = _literal_candidates(c)
-    if not sans and not tail:
-        return None
     for how, name in sans:
         if name in known and ok(name):
             return CertMatch(name, how)
@@ -483,9 +479,14 @@ def map_certificate(
 
 
 def peer_cert_info(cert: CertLike) -> dict[str, str]:
-    """One ``tls_peer_certs`` entry: subject (Go's Subject.String()), spki_sha256, cert_sha256."""
+    """One ``tls_peer_certs`` entry: subject (Go's Subject.String(); left out when empty, as
+    nats-server's JSON does), spki_sha256, cert_sha256."""
     c = _cert(cert)
-    return {"subject": go_subject_full(c), "spki_sha256": spki_sha256(c), "cert_sha256": cert_sha256(c)}
+    subject = go_subject_full(c)
+    info = {"subject": subject} if subject else {}
+    info["spki_sha256"] = spki_sha256(c)
+    info["cert_sha256"] = cert_sha256(c)
+    return info
 
 
 def tls_info(transport: Any) -> dict[str, Any]:
