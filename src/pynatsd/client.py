@@ -335,8 +335,10 @@ class ClientConnection(asyncio.Protocol):
         if auth.required:
             if auth.no_auth_user is None:
                 self.parser.expect_connect = True
+            if self._auth_timer is not None:
+                self._auth_timer.cancel()
             self._auth_timer = server.loop.call_later(auth.timeout, self._auth_timeout)
-        self._ping_timer = server.loop.call_later(server.opts.ping_interval, self._ping_tick)
+        self._set_ping_timer(server.opts.ping_interval)
         if self._pending_tls_data:
             data, self._pending_tls_data = self._pending_tls_data, b""
             self.data_received(data)
@@ -364,17 +366,21 @@ class ClientConnection(asyncio.Protocol):
                 if self._auth_timer is not None:
                     self._auth_timer.cancel()
                     self._auth_timer = None
-                self._start_tls(data, first=False, registered=True)
+                self._start_tls(data, first=False)
                 return
         self._last_in = time.time()
-        ops = self.parser.feed(data)
-        if self._backlog is not None:
-            self._backlog.extend(ops)
-            return
-        if ops:
-            self._process(ops, 0)
-            if self.stall and not self.closed:
-                self._stall_reading()
+        try:
+            ops = self.parser.feed(data)
+            if self._backlog is not None:
+                self._backlog.extend(ops)
+                return
+            if ops:
+                self._process(ops, 0)
+                if self.stall and not self.closed:
+                    self._stall_reading()
+        except Exception as e:  # a fault handling one connection closes only that connection
+            log.error("%s - Internal error: %r", self._prefix(), e, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.close(REASON_PROTOCOL_VIOLATION, flush=False)
 
     def _stall_reading(self) -> None:
         """Fast-producer stall: stop reading this publisher for a few ms (others keep going)."""
@@ -416,7 +422,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- TLS -----------------------------------------------------------------------------------
 
-    def _start_tls(self, initial: bytes, *, first: bool, registered: bool = False) -> None:
+    def _start_tls(self, initial: bytes, *, first: bool) -> None:
         from pynatsd.tls.transport import start_tls
 
         server = self.server
