@@ -115,9 +115,13 @@ def test_bad_args_close_silently() -> None:
         b"RS+ $G foo q\r\n",
         b"RS+ $G\r\n",
         b"RS- $G a b c\r\n",
-        b"RMSG $G foo 3\r\nabcXY",
     ):
         assert parse(bad) == [(R_CLOSE, None, "Protocol Violation")], bad
+
+
+def test_payload_longer_than_its_size() -> None:
+    for bad in (b"RMSG $G foo 3\r\nabcXY", b"RMSG $G foo | q 3\r\nabcXY", b"HMSG $G foo 0 3\r\nabcXY"):
+        assert parse(bad) == [(R_CLOSE, "Unknown Protocol Operation", "Protocol Violation")], bad
 
 
 def test_max_control_line() -> None:

@@ -81,6 +81,11 @@ class ProtocolError(Exception):
     """A malformed route line; routes close with reason Protocol Violation."""
 
 
+class FramingError(ProtocolError):
+    """Bytes where nats-server's parser expects something else (a payload longer than its
+    size): answered with -ERR 'Unknown Protocol Operation' before the close."""
+
+
 def _size(b: bytes) -> int:
     # Go's parseSize: ASCII digits only, at most 9 of them; anything else is invalid.
     if not b or len(b) > 9 or not b.isdigit():
@@ -168,7 +173,7 @@ class RouteParser:
                     if end > n:
                         break
                     if buf[end - 2 : end] != CRLF:
-                        raise ProtocolError("message payload not followed by CRLF")
+                        raise FramingError("message payload not followed by CRLF")
                     ops.append((*pending, bytes(buf[pos : end - 2])))
                     self._pending = None
                     pos = end
@@ -196,7 +201,7 @@ class RouteParser:
                         reply = args[2] if na == 4 else b""
                         if end <= n:
                             if buf[end - 2 : end] != CRLF:
-                                raise ProtocolError("message payload not followed by CRLF")
+                                raise FramingError("message payload not followed by CRLF")
                             ops.append(
                                 (R_MSG, args[0], args[1], reply, _NO_QUEUES, -1, bytes(buf[pos : end - 2]))
                             )
@@ -218,6 +223,8 @@ class RouteParser:
                     ops.append(op)
                     return ops
                 ops.append(op)
+        except FramingError:
+            return self._die(ops, ERR_UNKNOWN_OP, REASON_PROTOCOL)
         except ProtocolError:
             return self._die(ops, None, REASON_PROTOCOL)
         if pos >= n:
