@@ -1,0 +1,121 @@
+"""TLS on routes between pynatsd servers: a three-node mutual-TLS mesh, and a node whose
+certificate comes from a CA the cluster does not trust, which never forms a route."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.helpers.certs import CertSet, make_cert_set
+from tests.integration.test_cluster import (
+    Cluster,
+    Inbox,
+    barrier,
+    node_options,
+    nroutes,
+    route_url,
+    three_nodes,
+    wait_until,
+)
+
+from pynatsd.config.options import TLSOptions
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
+    return make_cert_set(tmp_path_factory.mktemp("cluster-certs"))
+
+
+def rogue_cert(certs: CertSet, directory: Path) -> tuple[str, str]:
+    """A server+client certificate for localhost signed by the untrusted CA."""
+    from pynatsd.tls.certs import issue, name, new_key, write_cert, write_key
+
+    key = new_key("ec")
+    cert = issue(
+        name("localhost", O="rogue"),
+        key,
+        issuer=(certs.untrusted_ca.cert, certs.untrusted_ca.key),
+        dns=("localhost",),
+        ips=("127.0.0.1",),
+        server=True,
+        client=True,
+    )
+    cert_file, key_file = directory / "rogue-cert.pem", directory / "rogue-key.pem"
+    write_cert(cert_file, cert)
+    write_key(key_file, key)
+    return str(cert_file), str(key_file)
+
+
+def route_tls(certs: CertSet, cert: tuple[str, str] | None = None, **kw: Any) -> TLSOptions:
+    cert_file, key_file = cert or (certs.server.cert_file, certs.server.key_file)
+    return TLSOptions(cert_file=cert_file, key_file=key_file, ca_file=certs.ca.cert_file, verify=True, **kw)
+
+
+async def test_tls_cluster_and_untrusted_peer(
+    cluster: Cluster, certs: CertSet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    servers = await three_nodes(cluster, tls=route_tls(certs))
+    for s in servers:
+        for r in s.routes.routes.values():  # type: ignore[union-attr]
+            assert r.tls_info is not None and r.tls_info.get("version") == "1.3"
+    ncs = [await cluster.client(s) for s in servers]
+    inbox = Inbox()
+    await ncs[2].subscribe("secure.>", cb=inbox.cb("s"))
+    await barrier(ncs[2], ncs[:2])
+    await ncs[0].publish("secure.a", b"over tls", headers={"K": "v"})
+    await inbox.wait_total(1)
+    assert inbox.msgs["s"][0].headers == {"K": "v"}
+    # a node whose certificate the cluster does not trust never forms a route, in either direction
+    rogue = await cluster.start(
+        node_options("ROGUE", (route_url(servers[0]),), tls=route_tls(certs, rogue_cert(certs, tmp_path)))
+    )
+    await wait_until(lambda: "TLS route handshake error" in caplog.text, what="the refusal to be logged")
+    await asyncio.sleep(0.3)
+    assert nroutes(rogue) == 0
+    assert all(nroutes(s) == 2 for s in servers)
+    assert "unknown CA" in caplog.text or "certificate verify failed" in caplog.text
+
+
+async def test_route_verify_and_map(
+    cluster: Cluster, certs: CertSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    # the route user is the certificate's identity: the server certificate's DNS SAN
+    a = await cluster.start(
+        node_options("A", username="localhost", tls=route_tls(certs, verify_and_map=True))
+    )
+    b = await cluster.start(node_options("B", (route_url(a),), tls=route_tls(certs)))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1, what="the mapped route")
+    # a trusted certificate naming someone else is not the route user
+    alice = (certs.alice.cert_file, certs.alice.key_file)
+    c = await cluster.start(node_options("C", (route_url(a),), tls=route_tls(certs, alice)))
+    await wait_until(lambda: "Authorization Violation" in caplog.text, what="the refusal")
+    assert nroutes(c) == 0 and nroutes(a) == 1
+
+
+async def test_route_pinned_certs(cluster: Cluster, certs: CertSet, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    pins = frozenset({certs.server.spki_sha256})
+    a = await cluster.start(node_options("A", tls=route_tls(certs, pinned_certs=pins)))
+    b = await cluster.start(node_options("B", (route_url(a),), tls=route_tls(certs)))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1, what="the pinned route")
+    # signed by the trusted CA, but its key is not pinned
+    other = (certs.server_rsa.cert_file, certs.server_rsa.key_file)
+    c = await cluster.start(node_options("C", (route_url(a),), tls=route_tls(certs, other)))
+    await wait_until(lambda: "certificate not pinned" in caplog.text, what="the refusal")
+    await asyncio.sleep(0.2)
+    assert nroutes(c) == 0 and nroutes(a) == 1

@@ -1,0 +1,92 @@
+"""TLS on routes in a mixed cluster: pynatsd and real nats-server nodes with mutual TLS, and
+nodes of either implementation with a certificate from an untrusted CA refused by the other."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pynatsd.config.options import TLSOptions
+from tests.helpers.certs import CertSet, make_cert_set
+from tests.integration.test_cluster import Inbox, nroutes, route_url, wait_until
+from tests.integration.test_cluster_tls import rogue_cert
+from tests.interop.test_cluster_mixed import Mixed, full_mesh, nats_conf, nats_route, start_mixed
+
+
+@pytest.fixture
+async def mixed() -> AsyncIterator[Mixed]:
+    m = Mixed()
+    try:
+        yield m
+    finally:
+        await m.close()
+
+
+def nats_tls_block(certs: CertSet, cert: tuple[str, str] | None = None) -> str:
+    cert_file, key_file = cert or (certs.server.cert_file, certs.server.key_file)
+    return (
+        f'  tls {{ cert_file: "{cert_file}", key_file: "{key_file}", '
+        f'ca_file: "{certs.ca.cert_file}", verify: true, timeout: 2 }}\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
+    return make_cert_set(tmp_path_factory.mktemp("mixed-certs"))
+
+
+async def test_mixed_tls_cluster_and_untrusted_node(
+    mixed: Mixed, certs: CertSet, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    tls = TLSOptions(
+        cert_file=certs.server.cert_file,
+        key_file=certs.server.key_file,
+        ca_file=certs.ca.cert_file,
+        verify=True,
+    )
+    a, b, p = await start_mixed(mixed, tls=tls, nats_tls=nats_tls_block(certs))
+    assert p.routes is not None
+    assert all(r.tls_info is not None for r in p.routes.routes.values())
+    na, nb, np_ = await mixed.client(a.port), await mixed.client(b.port), await mixed.client(p.port)
+    inbox = Inbox()
+    await np_.subscribe("tls.>", cb=inbox.cb("p"))
+    await na.subscribe("tls.>", cb=inbox.cb("a"))
+    await full_mesh([na, nb, np_])
+    await nb.publish("tls.1", b"from B")
+    await np_.publish("tls.2", b"from P")
+    await full_mesh([na, nb, np_])
+    assert sorted(inbox.data("p")) == [b"from B", b"from P"]
+    assert sorted(inbox.data("a")) == [b"from B", b"from P"]
+
+    # a pynatsd node with a certificate from an unknown CA: the nats-server refuses it
+    rogue = await mixed.pynatsd(
+        "ROGUE",
+        (nats_route(a),),
+        tls=TLSOptions(
+            cert_file=rogue_cert(certs, tmp_path)[0],
+            key_file=rogue_cert(certs, tmp_path)[1],
+            ca_file=certs.ca.cert_file,
+            verify=True,
+        ),
+    )
+    # (with TLS 1.3 the dialer only learns of it when the connection is closed on it)
+    await wait_until(
+        lambda: "TLS route handshake error" in a.stderr(), timeout=10, what="nats-server to log it"
+    )
+    assert "unknown authority" in a.stderr()
+    assert nroutes(rogue) == 0
+    # and a nats-server with an untrusted certificate is refused by pynatsd, which logs why
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    c = await mixed.nats(nats_conf("EVIL", [route_url(p)], tls=nats_tls_block(certs, rogue_cert(certs, bad))))
+    await wait_until(lambda: "TLS route handshake error" in caplog.text, timeout=10, what="the refusal")
+    # Go's TLS client holds back a certificate that no CA we named signed
+    assert "TLS route handshake error: no client certificate" in caplog.text
+    await asyncio.sleep(0.3)
+    assert sorted(r.remote_name for r in p.routes.routes.values()) == ["A", "B"]
+    assert c.running
