@@ -119,3 +119,27 @@ async def test_route_pinned_certs(cluster: Cluster, certs: CertSet, caplog: pyte
     await wait_until(lambda: "certificate not pinned" in caplog.text, what="the refusal")
     await asyncio.sleep(0.2)
     assert nroutes(c) == 0 and nroutes(a) == 1
+
+
+async def test_route_port_always_requires_a_client_certificate(cluster: Cluster, certs: CertSet) -> None:
+    import ssl
+
+    # no "verify" in the block: routes are mutual TLS all the same (as in nats-server)
+    tls = TLSOptions(
+        cert_file=certs.server.cert_file, key_file=certs.server.key_file, ca_file=certs.ca.cert_file
+    )
+    a = await cluster.start(node_options("A", tls=tls))
+    b = await cluster.start(node_options("B", (route_url(a),), tls=tls))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1, what="the route")
+    ctx = ssl.create_default_context(cafile=certs.ca.cert_file)  # trusts A, offers no certificate
+    assert a.routes is not None
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", a.routes.port, ssl=ctx, server_hostname="localhost"
+    )
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            line = await asyncio.wait_for(reader.readline(), 5)
+            if not line:
+                raise ConnectionError("closed without INFO")
+    finally:
+        writer.close()

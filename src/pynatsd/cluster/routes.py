@@ -40,6 +40,7 @@ How this server takes part in a cluster (behaviour checked against nats-server 2
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import random
@@ -773,7 +774,10 @@ class RouteManager:
         if c.tls is not None:
             from pynatsd.tls.context import build_client_context, build_server_context
 
-            self.server_tls = build_server_context(c.tls, fips=server.opts.fips, where="cluster.tls")
+            # routes are always mutual TLS: nats-server requires and verifies the peer's
+            # certificate on the route port whatever ``verify`` says
+            server_side = dataclasses.replace(c.tls, verify=True)
+            self.server_tls = build_server_context(server_side, fips=server.opts.fips, where="cluster.tls")
             self.client_tls = build_client_context(c.tls, fips=server.opts.fips, where="cluster.tls")
         if self.cluster_dynamic:
             log.warning("Cluster name was dynamically generated, consider setting one")
