@@ -30,6 +30,7 @@ from tests.integration.test_cluster import (
     connect,
     node_options,
     nroutes,
+    route_url,
     wait_until,
 )
 
@@ -251,3 +252,57 @@ async def test_pynatsd_processes_join_by_flags_and_by_config_file(mixed: Mixed) 
     await full_mesh(ncs)
     for i in range(3):
         assert sorted(inbox.data(f"n{i}")) == [b"from conf", b"from flags"]
+
+
+async def test_lame_duck_across_implementations(mixed: Mixed) -> None:
+    import dataclasses
+    import signal
+
+    from tests.helpers.rawclient import AsyncRawClient
+
+    a = await mixed.nats(nats_conf("A", []))
+    s = Server(
+        dataclasses.replace(
+            node_options("P", (nats_route(a),)), lame_duck_duration=5.0, lame_duck_grace_period=1.0
+        )
+    )
+    await s.start()
+    mixed.servers.append(s)
+    await wait_until(lambda: nroutes(s) == 1, timeout=10)
+    a_url, p_url = f"{HOST}:{a.port}", f"{HOST}:{s.port}"
+
+    async def watcher(port: int) -> AsyncRawClient:
+        raw = await AsyncRawClient.open(HOST, port)
+        info = await raw.read_info()
+        assert set(info["connect_urls"]) == {a_url, p_url}
+        await raw.send(b'CONNECT {"protocol":1,"verbose":false}\r\nPING\r\n')
+        await raw.expect(b"PONG\r\n")
+        await raw.read_info()  # the INFO nats-server sends after the first PONG (connect_info)
+        return raw
+
+    # the real server goes lame duck: our clients stop being offered its URL
+    on_p = await watcher(s.port)
+    try:
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGUSR2)
+        info = await on_p.read_info(timeout=5)
+        assert info["connect_urls"] == [p_url]
+    finally:
+        await on_p.close()
+    a.proc.kill()  # (its lame duck lasts at least 30 s)
+    await asyncio.to_thread(a.stop)
+    await wait_until(lambda: nroutes(s) == 0, timeout=10)
+
+    # and the other way round: pynatsd goes lame duck, nats-server's clients are told
+    a2 = await mixed.nats(nats_conf("A2", [route_url(s)]))
+    await wait_until(lambda: nroutes(s) == 1, timeout=10)
+    a_url = f"{HOST}:{a2.port}"
+    on_a = await watcher(a2.port)
+    try:
+        task = s.lame_duck()
+        info = await on_a.read_info(timeout=5)
+        assert info["connect_urls"] == [a_url]
+        assert info.get("ldm") is None  # the INFO is about the cluster, A2 is not in lame duck
+        task.cancel()
+    finally:
+        await on_a.close()
