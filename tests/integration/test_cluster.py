@@ -438,6 +438,14 @@ async def test_route_authorization(cluster: Cluster, caplog: pytest.LogCaptureFi
     assert nroutes(a) == 1
 
 
+async def test_duplicate_server_name_refused(cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    a = await cluster.start(node_options("SAME"))
+    b = await cluster.start(node_options("SAME", (route_url(a),)))
+    await wait_until(lambda: 'Remote server has a duplicate name: "SAME"' in caplog.text, what="the refusal")
+    assert nroutes(a) == 0 and nroutes(b) == 0
+
+
 async def test_route_import_export_permissions(cluster: Cluster) -> None:
     perms = Permissions(
         publish=SubjectPermission(allow=("in.>",)), subscribe=SubjectPermission(allow=("out.>",))

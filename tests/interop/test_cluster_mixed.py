@@ -306,3 +306,24 @@ async def test_lame_duck_across_implementations(mixed: Mixed) -> None:
         task.cancel()
     finally:
         await on_a.close()
+
+
+@pytest.mark.parametrize(
+    "settings", ["pool_size: 5\n  compression: s2_best\n", "pool_size: -1\n  compression: off\n"]
+)
+async def test_nats_server_route_settings_we_negotiate_away(mixed: Mixed, settings: str) -> None:
+    conf = nats_conf("A", []).replace("  routes: []\n", "  routes: []\n  " + settings)
+    a = await mixed.nats(conf)
+    p = await mixed.pynatsd("P", (nats_route(a),))
+    await wait_until(lambda: nroutes(p) == 1, timeout=10)
+    na, np_ = await mixed.client(a.port), await mixed.client(p.port)
+    inbox = Inbox()
+    await na.subscribe("s.>", cb=inbox.cb("a"))
+    await np_.subscribe("s.>", cb=inbox.cb("p"))
+    await full_mesh([na, np_])
+    await na.publish("s.1", b"from A" * 100)
+    await np_.publish("s.2", b"from P" * 100)
+    await full_mesh([na, np_])
+    assert sorted(inbox.data("a")) == sorted(inbox.data("p")) == [b"from A" * 100, b"from P" * 100]
+    await asyncio.sleep(1.2)  # past the first route PINGs: the route stays up
+    assert nroutes(p) == 1
