@@ -80,6 +80,9 @@ async def test_mixed_tls_cluster_and_untrusted_node(
     )
     assert "unknown authority" in a.stderr()
     assert nroutes(rogue) == 0
+    await wait_until(
+        lambda: "it probably refused our certificate" in caplog.text, timeout=5, what="our side's reason"
+    )
     # and a nats-server with an untrusted certificate is refused by pynatsd, which logs why
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -408,6 +408,12 @@ class RouteConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
+            if self.solicited and self.tls_info is not None and not self.info_received:
+                # With TLS 1.3 the dialer's handshake is done before the acceptor has checked
+                # our certificate: a refusal shows up as this close, so say what it likely is.
+                self.error(
+                    "TLS route closed by the remote before its INFO: it probably refused our certificate"
+                )
             self.close(REASON_READ_ERROR if exc is not None else REASON_CLIENT_CLOSED, flush=False)
 
     # -- op handling -----------------------------------------------------------------------------
