@@ -623,6 +623,9 @@ class RouteConnection(asyncio.Protocol):
         self.out_size += len(line) + len(data) + 2
         self.out_msgs += 1
         self.out_bytes += len(data)
+        stats = self.server.stats  # as in nats-server, out_msgs counts what went to routes too
+        stats.out_msgs += 1
+        stats.out_bytes += len(data)
         if not self.dirty:
             self.dirty = True
             self.server.mark_dirty(self)  # type: ignore[arg-type]
