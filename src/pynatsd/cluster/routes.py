@@ -184,8 +184,10 @@ class InterestTrie(SubjectTrie[Any]):
         self._routes_manager = manager
 
     def insert(self, subject: bytes, queue: bytes, item: Any) -> None:
+        before = self.count()
         super().insert(subject, queue, item)
-        self._routes_manager.local_interest_added(subject, queue)
+        if self.count() != before:  # an item already there is not new interest
+            self._routes_manager.local_interest_added(subject, queue)
 
     def remove(self, subject: bytes, queue: bytes, item: Any) -> bool:
         removed = super().remove(subject, queue, item)
