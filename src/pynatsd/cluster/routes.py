@@ -35,6 +35,15 @@ How this server takes part in a cluster (behaviour checked against nats-server 2
   min(ping_interval, 30 s); ping_max unanswered PINGs close the route as Stale Connection.
 - TLS: with ``cluster { tls {} }`` the TLS handshake starts right after TCP connect, before any
   INFO, in both directions; the dialer is the TLS client and both sides present certificates.
+  The route port always requires and verifies the peer's certificate (nats-server forces
+  this whatever ``verify`` says). With TLS 1.3 a dialer whose certificate is refused only sees
+  the connection close after its handshake completed; that case is logged as such. Route users
+  can be mapped from the certificate (``verify_and_map``: an identity equal to the cluster
+  authorization user; ``verify_cert_and_check_known_urls``: a DNS name of a configured route).
+- A real server that dials us also tries a dedicated ``$SYS`` route once and drops it itself;
+  it answers our lame-duck INFO (``ldm``) by withdrawing our URLs from its clients, and we do
+  the same for its. Clients get ``cluster`` and ``connect_urls`` (ours first, then the other
+  members') in INFO once a route has registered, unless ``no_advertise``.
 """
 
 from __future__ import annotations
