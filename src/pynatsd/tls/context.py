@@ -416,6 +416,9 @@ def build_server_context(opts: TLSOptions, *, fips: bool, where: str) -> ServerT
                     | SSL.OP_NO_RENEGOTIATION)
     # pyOpenSSL turns partial writes on; with memory BIOs one SSL_write can take everything.
     ctx.clear_mode(_lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
+    # Idle connections give their 2 x 16 KiB record buffers back (about half the memory of an
+    # idle TLS connection) for a few percent more CPU on bulk transfers.
+    ctx.set_mode(_lib.SSL_MODE_RELEASE_BUFFERS)
     minv, t12, t13, curves = _apply_algorithms(ctx, b, fips)
     leaf = _load_identity(ctx, b, opts.cert_file, opts.key_file)
     verify = opts.verify or opts.verify_and_map
@@ -455,6 +458,7 @@ def build_client_context(opts: TLSOptions, *, fips: bool, where: str) -> ClientT
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
     ctx.clear_mode(_lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
+    ctx.set_mode(_lib.SSL_MODE_RELEASE_BUFFERS)
     _apply_algorithms(ctx, b, fips)
     leaf = None
     if opts.cert_file and opts.key_file:

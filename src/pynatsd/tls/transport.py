@@ -38,7 +38,8 @@ OnDone = Callable[["TLSTransport | None", "str | None"], None]
 
 TLS_HANDSHAKE_RECORD = 0x16
 
-_BUF_SIZE = 256 * 1024
+_BUF_SIZE = 1024 * 1024
+_MAX_RECORD = 16384 + 256  # plaintext of one record, with room to spare
 # Shared scratch buffers: the event loop runs one callback at a time and every read copies out
 # of them at once, so one pair serves all connections.
 _RBUF = _ffi.new("char[]", _BUF_SIZE)
@@ -286,21 +287,26 @@ class TLSTransport(asyncio.Transport):
         self._raw.writelines(parts)
 
     def _read_plain(self) -> None:
+        # Records are decrypted back to back into one buffer and copied out once.
         ssl = self._ssl
-        n = _SSL_read(ssl, _RBUF, _BUF_SIZE)
-        if n > 0:
-            first = _RVIEW[:n]
-            more: list[bytes] | None = None
-            while True:
-                n = _SSL_read(ssl, _RBUF, _BUF_SIZE)
-                if n <= 0:
-                    break
-                if more is None:
-                    more = [first]
-                more.append(_RVIEW[:n])
-            data = first if more is None else b"".join(more)
+        off = 0
+        parts: list[bytes] | None = None
+        while True:
+            n = _SSL_read(ssl, _RBUF + off, _BUF_SIZE - off)
+            if n <= 0:
+                break
+            off += n
+            if off > _BUF_SIZE - _MAX_RECORD:  # nearly full: set this part aside
+                if parts is None:
+                    parts = []
+                parts.append(_RVIEW[:off])
+                off = 0
+        if parts is None:
+            data = _RVIEW[:off] if off else b""
         else:
-            data = b""
+            if off:
+                parts.append(_RVIEW[:off])
+            data = b"".join(parts)
         err = _SSL_get_error(ssl, n)
         if err != _WANT_READ:
             if data:
