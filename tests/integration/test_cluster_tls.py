@@ -143,3 +143,26 @@ async def test_route_port_always_requires_a_client_certificate(cluster: Cluster,
                 raise ConnectionError("closed without INFO")
     finally:
         writer.close()
+
+
+async def test_route_verify_cert_and_check_known_urls(
+    cluster: Cluster, certs: CertSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.helpers.servers import free_port
+
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    pb = free_port()
+    # A knows a route at "localhost": a peer whose certificate names localhost is authorized
+    a = await cluster.start(
+        node_options(
+            "A",
+            (f"nats-route://localhost:{pb}",),
+            tls=route_tls(certs, verify_cert_and_check_known_urls=True),
+        )
+    )
+    b = await cluster.start(node_options("B", (route_url(a),), cluster_port=pb, tls=route_tls(certs)))
+    await wait_until(lambda: nroutes(a) == 1 and nroutes(b) == 1, what="the route")
+    alice = (certs.alice.cert_file, certs.alice.key_file)  # DNS name alice.example.com: not a known route
+    c = await cluster.start(node_options("C", (route_url(a),), tls=route_tls(certs, alice)))
+    await wait_until(lambda: "Authorization Violation" in caplog.text, what="the refusal")
+    assert nroutes(c) == 0 and nroutes(a) == 1
