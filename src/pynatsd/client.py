@@ -632,6 +632,8 @@ class ClientConnection(asyncio.Protocol):
         n = len(ops)
         nmsgs = 0
         nbytes = 0
+        nout = 0
+        nout_bytes = 0
         try:
             while i < n:
                 op = ops[i]
@@ -647,11 +649,45 @@ class ClientConnection(asyncio.Protocol):
                         and (not self.pedantic or server.pub_subject_ok(subject))
                     ):
                         data = op[4]
+                        size = len(data)
                         nmsgs += 1
-                        nbytes += len(data)
+                        nbytes += size
                         r = match(subject)
-                        if (r.plain or r.queues) and deliver(
-                            server, self, subject, reply, op[3], data, None, 0, r.plain, r.queues
+                        plain = r.plain
+                        if len(plain) == 1 and not r.queues:
+                            # the commonest case, inlined: one plain subscription with a literal
+                            # subject on a connection without permissions (see deliver())
+                            sub = plain[0]
+                            c = sub.client
+                            prefix = sub.prefix
+                            if (
+                                prefix is not None
+                                and c.perms is None
+                                and not c.closed
+                                and not sub.max_msgs
+                                and (c is not self or self.echo)
+                            ):
+                                if reply:
+                                    tail = b"".join((reply, b" ", op[3], _CRLF, data, _CRLF))
+                                else:
+                                    tail = b"".join((op[3], _CRLF, data, _CRLF))
+                                out = c.out
+                                out.append(prefix)
+                                out.append(tail)
+                                c.out_size += len(prefix) + len(tail)
+                                c.out_msgs += 1
+                                c.out_bytes += size
+                                sub.delivered += 1
+                                nout += 1
+                                nout_bytes += size
+                                if not c.dirty:
+                                    c.dirty = True
+                                    server.mark_dirty(c)
+                                if c.out_size + c.wbuf > c.stall_at:
+                                    c._pending_high(self)
+                                continue
+                        if (plain or r.queues) and deliver(
+                            server, self, subject, reply, op[3], data, None, 0, plain, r.queues
                         ):
                             continue
                         if reply and self.no_responders:
@@ -676,6 +712,8 @@ class ClientConnection(asyncio.Protocol):
                 stats = server.stats
                 stats.in_msgs += nmsgs
                 stats.in_bytes += nbytes
+                stats.out_msgs += nout
+                stats.out_bytes += nout_bytes
 
     def _process_other(self, op: tuple[Any, ...], kind: int, trace: bool) -> None:
         if kind == OP_HPUB:
