@@ -532,3 +532,30 @@ async def test_lame_duck_withdraws_urls_from_other_nodes_clients(cluster: Cluste
         await wait_until(lambda: nroutes(s1) == 0)
     finally:
         await raw.close()
+
+
+async def test_route_that_stops_reading_is_dropped(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pynatsd")
+    s = await cluster.start(node_options("P", write_deadline=0.5))
+    assert s.routes is not None
+    # a peer that completes the handshake, asks for everything, then never reads again
+    reader, writer = await asyncio.open_connection(HOST, s.routes.port)
+    await reader.readline()
+    peer = '{"server_id":"NSTUCKSTUCKSTUCKSTUCKSTUCKSTUCKSTUCKSTUCKSTUCKSTUCKSTUCKS","server_name":"stuck",'
+    peer += '"host":"127.0.0.1","port":1,"cluster":"C1","headers":true}'
+    writer.write(b'CONNECT {"name":"stuck","cluster":"C1"}\r\nINFO ' + peer.encode() + b"\r\nRS+ $G big\r\n")
+    await writer.drain()
+    await wait_until(lambda: nroutes(s) == 1)
+    await wait_until(lambda: bool(s.routes.remote.match(b"big").plain))  # type: ignore[union-attr]
+    nc = await cluster.client(s)
+    chunk = b"x" * (1024 * 1024)
+    for _ in range(64):
+        await nc.publish("big", chunk)
+        if nroutes(s) == 0:
+            break
+    await nc.flush()
+    await wait_until(lambda: nroutes(s) == 0, what="the stuck route to be dropped")
+    assert "Slow Consumer Detected: WriteDeadline of 0.5s exceeded" in caplog.text
+    writer.close()

@@ -122,6 +122,7 @@ REASON_SHUTDOWN = "Server Shutdown"
 REASON_CLUSTER_NAME = "Cluster Name Conflict"
 REASON_DUPLICATE_NAME = "Duplicate Server Name"
 REASON_SLOW = "Slow Consumer (Pending Bytes)"
+REASON_SLOW_DEADLINE = "Slow Consumer (Write Deadline)"
 
 ERR_AUTH_VIOLATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
@@ -269,6 +270,7 @@ class RouteConnection(asyncio.Protocol):
         self._reading = False
         self._auth_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
+        self._wd_timer: asyncio.TimerHandle | None = None
         self._ncs = ""
         self._ignored_accounts: set[bytes] = set()
 
@@ -416,6 +418,30 @@ class RouteConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None
+
+    def pause_writing(self) -> None:
+        # the socket stopped taking our bytes: allow it write_deadline to recover
+        if self.closed or self._wd_timer is not None:
+            return
+        wd = self.manager.write_deadline
+        if wd > 0:
+            self._wd_timer = self.server.loop.call_later(wd, self._write_deadline_expired)
+
+    def resume_writing(self) -> None:
+        if self._wd_timer is not None:
+            self._wd_timer.cancel()
+            self._wd_timer = None
+
+    def _write_deadline_expired(self) -> None:
+        self._wd_timer = None
+        if self.closed:
+            return
+        self.server.stats.slow_consumers += 1
+        wd = self.manager.write_deadline
+        self.notice(
+            f"Slow Consumer Detected: WriteDeadline of {wd:g}s exceeded with {self.pending_bytes} total bytes pending"
+        )
+        self.close(REASON_SLOW_DEADLINE, flush=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
@@ -707,10 +733,10 @@ class RouteConnection(asyncio.Protocol):
             self.flush()
         self.closed = True
         self.closed_reason = reason
-        for timer in (self._auth_timer, self._ping_timer):
+        for timer in (self._auth_timer, self._ping_timer, self._wd_timer):
             if timer is not None:
                 timer.cancel()
-        self._auth_timer = self._ping_timer = None
+        self._auth_timer = self._ping_timer = self._wd_timer = None
         self.out.clear()
         self.out_size = 0
         t = self.transport
@@ -759,6 +785,7 @@ class RouteManager:
         self.cluster_name = c.name or secrets.token_urlsafe(16).replace("-", "A").replace("_", "B")[:22]
         self.ping_interval = min(c.ping_interval or opts.ping_interval, MAX_PING_INTERVAL)
         self.ping_max = c.ping_max or opts.ping_max
+        self.write_deadline = c.write_deadline if c.write_deadline is not None else opts.write_deadline
         self.server_tls: Any = None
         self.client_tls: Any = None
         tls = c.tls
