@@ -559,3 +559,20 @@ async def test_route_that_stops_reading_is_dropped(
     await wait_until(lambda: nroutes(s) == 0, what="the stuck route to be dropped")
     assert "Slow Consumer Detected: WriteDeadline of 0.5s exceeded" in caplog.text
     writer.close()
+
+
+async def test_implicit_route_gives_up_after_connect_retries(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pynatsd.cluster.routes import IMPLICIT, RouteURL
+
+    caplog.set_level(logging.DEBUG, logger="pynatsd")
+    s = await cluster.start(node_options("P", connect_retries=2))
+    assert s.routes is not None
+    dead = RouteURL(HOST, free_port())  # a server we heard of by gossip, gone by now
+    s.routes._spawn_dial(dead, IMPLICIT, 0, first=True)
+    await wait_until(lambda: not s.routes._dialing, timeout=10, what="the dialer to give up")  # type: ignore[union-attr]
+    attempts = [
+        r.getMessage() for r in caplog.records if "Error trying to connect to route" in r.getMessage()
+    ]
+    assert [a.split("(attempt ")[1].split(")")[0] for a in attempts] == ["1", "2", "3"]
