@@ -654,10 +654,18 @@ class ClientConnection(asyncio.Protocol):
                         nbytes += size
                         r = match(subject)
                         plain = r.plain
-                        if len(plain) == 1 and not r.queues:
-                            # the commonest case, inlined: one plain subscription with a literal
-                            # subject on a connection without permissions (see deliver())
+                        queues = r.queues
+                        sub = None
+                        if queues:
+                            if not plain and len(queues) == 1:
+                                group = queues[0]
+                                sub = group[int(_random() * len(group))]
+                        elif len(plain) == 1:
                             sub = plain[0]
+                        if sub is not None:
+                            # the commonest cases, inlined: one plain subscription, or a random
+                            # member of one queue group, with a literal subject on a connection
+                            # without permissions (anything else goes through deliver())
                             c = sub.client
                             prefix = sub.prefix
                             if (
@@ -686,8 +694,8 @@ class ClientConnection(asyncio.Protocol):
                                 if c.out_size + c.wbuf > c.stall_at:
                                     c._pending_high(self)
                                 continue
-                        if (plain or r.queues) and deliver(
-                            server, self, subject, reply, op[3], data, None, 0, plain, r.queues
+                        if (plain or queues) and deliver(
+                            server, self, subject, reply, op[3], data, None, 0, plain, queues
                         ):
                             continue
                         if reply and self.no_responders:
