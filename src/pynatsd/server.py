@@ -814,6 +814,7 @@ class _Runtime:
     server: Server
     reload_options: Callable[[], ServerOptions] | None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    ports_path: str | None = None
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -853,6 +854,13 @@ class _Runtime:
         if new.pid_file:
             with contextlib.suppress(OSError):
                 _write_pid_file(new.pid_file)
+        # the ports file follows ports_file_dir (rewritten where it now points)
+        old_path = self.ports_path
+        with contextlib.suppress(OSError):
+            self.ports_path = _write_ports_file(self.server)
+        if old_path and old_path != self.ports_path:
+            with contextlib.suppress(OSError):
+                os.remove(old_path)
 
 
 async def _serve(opts: ServerOptions, reload_options: Callable[[], ServerOptions] | None) -> int:
@@ -868,11 +876,10 @@ async def _serve(opts: ServerOptions, reload_options: Callable[[], ServerOptions
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         loop.add_signal_handler(sig, rt.on_signal, sig)
-    ports_path: str | None = None
     try:
         if opts.pid_file:
             _write_pid_file(opts.pid_file)
-        ports_path = _write_ports_file(server)
+        rt.ports_path = _write_ports_file(server)
     except OSError as e:
         log.critical("Unable to write pid or ports file: %s", e)
         await server.shutdown()
@@ -882,9 +889,9 @@ async def _serve(opts: ServerOptions, reload_options: Callable[[], ServerOptions
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        if ports_path:
+        if rt.ports_path:
             with contextlib.suppress(OSError):
-                os.remove(ports_path)
+                os.remove(rt.ports_path)
     return 0
 
 
