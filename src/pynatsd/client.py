@@ -214,6 +214,8 @@ class ClientConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.out_size = 0
         self.wbuf = 0  # transport write-buffer size after the last flush
+        self._written = 0  # bytes handed to the transport in total
+        self._wd_sent = 0  # _sent_estimate() when the write-deadline timer was armed
         self.dirty = False
         self.max_pending = opts.max_pending
         self.stall_at = opts.max_pending * 3 // 4  # fast-producer stall threshold
@@ -409,11 +411,22 @@ class ClientConnection(asyncio.Protocol):
             self.close(REASON_READ_ERROR if exc is not None else REASON_CLIENT_CLOSED, flush=False)
 
     def pause_writing(self) -> None:
+        """The transport's buffer passed its high-water mark: the socket is not keeping up.
+        If it then makes no progress at all for write_deadline, the client is a slow consumer."""
         if self.closed or self._wd_timer is not None:
             return
         wd = self.server.opts.write_deadline
         if wd > 0:
+            self._wd_sent = self._sent_estimate()
             self._wd_timer = self.server.loop.call_later(wd, self._write_deadline_expired)
+
+    def _sent_estimate(self) -> int:
+        """Bytes the socket has taken so far (written to the transport minus still buffered)."""
+        try:
+            buffered = self.transport.get_write_buffer_size()
+        except Exception:  # noqa: BLE001
+            buffered = 0
+        return self._written - buffered
 
     def resume_writing(self) -> None:
         if self._wd_timer is not None:
@@ -501,6 +514,7 @@ class ClientConnection(asyncio.Protocol):
         t = self.transport
         try:
             t.write(data)
+            self._written += len(data)
             self.wbuf = t.get_write_buffer_size()
         except Exception as e:  # noqa: BLE001 - any transport failure is a write error
             self.debug(f"Error flushing: {e}")
@@ -526,6 +540,12 @@ class ClientConnection(asyncio.Protocol):
     def _write_deadline_expired(self) -> None:
         self._wd_timer = None
         if self.closed:
+            return
+        sent = self._sent_estimate()
+        if sent > self._wd_sent:
+            # slow but moving: give it another write_deadline (max_pending still bounds it)
+            self._wd_sent = sent
+            self._wd_timer = self.server.loop.call_later(self.server.opts.write_deadline, self._write_deadline_expired)
             return
         self.server.stats.slow_consumers += 1
         wd = self.server.opts.write_deadline

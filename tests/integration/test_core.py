@@ -515,3 +515,36 @@ def test_server_id_and_xkey_encoding() -> None:
         assert len(key) == 56 and key[0] == prefix
         raw = base64.b32decode(key)
         assert binascii.crc_hqx(raw[:-2], 0).to_bytes(2, "little") == raw[-2:]
+
+
+async def test_write_deadline_spares_a_slow_reader_that_makes_progress() -> None:
+    async with running(write_deadline=0.3) as s:
+        reader, writer = await asyncio.open_connection(HOST, s.port)
+        writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        await reader.readline()
+        writer.write(b'CONNECT {"verbose":false}\r\nSUB big 1\r\nPING\r\n')
+        assert await reader.readuntil(b"PONG\r\n") == b"PONG\r\n"
+        total = 3000
+        payload = b"x" * 4096
+        want = total * len(b"MSG big 1 4096\r\n" + payload + b"\r\n")
+        got = 0
+
+        async def slow_read() -> None:
+            nonlocal got
+            while got < want:
+                chunk = await reader.read(128 * 1024)
+                assert chunk, "closed by the server"
+                got += len(chunk)
+                await asyncio.sleep(0.02)  # about 6 MB/s: slower than the publisher
+
+        task = asyncio.create_task(slow_read())
+        pub = await connect(s)
+        for i in range(total):
+            await pub.publish("big", payload)
+            if i % 250 == 249:
+                await pub.flush()
+        await pub.flush()
+        await asyncio.wait_for(task, 20)
+        assert s.stats.slow_consumers == 0 and not s.closed_clients
+        writer.close()
+        await pub.close()
