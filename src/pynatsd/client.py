@@ -684,17 +684,18 @@ class ClientConnection(asyncio.Protocol):
                             sub = plain[0]
                         if sub is not None:
                             # the commonest cases, inlined: one plain subscription, or a random
-                            # member of one queue group, with a literal subject on a connection
-                            # without permissions (anything else goes through deliver())
+                            # member of one queue group, on a connection without permissions
+                            # (anything else goes through deliver())
                             c = sub.client
-                            prefix = sub.prefix
                             if (
-                                prefix is not None
-                                and c.perms is None
+                                c.perms is None
                                 and not c.closed
                                 and not sub.max_msgs
                                 and (c is not self or self.echo)
                             ):
+                                prefix = sub.prefix
+                                if prefix is None:  # a wildcard subscription
+                                    prefix = b"MSG " + subject + b" " + sub.sid_sp
                                 if reply:
                                     tail = b"".join((reply, b" ", op[3], _CRLF, data, _CRLF))
                                 else:
