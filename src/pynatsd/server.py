@@ -14,7 +14,6 @@ import base64
 import binascii
 import collections
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ import platform
 import random
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,16 +29,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION, __version__
-from pynatsd.auth import Authorizer, BcryptCheck
+from pynatsd.auth import Authorizer
 from pynatsd.client import (
-    REASON_AUTH_FAILURE,
-    REASON_CLIENT_CLOSED,
     REASON_MAX_CONNECTIONS,
     REASON_SHUTDOWN,
     ClientConnection,
     Subscription,
 )
-from pynatsd.config.options import RANDOM_PORT, ServerOptions, Source
+from pynatsd.config.options import RANDOM_PORT, ServerOptions
 from pynatsd.errors import ConfigError
 from pynatsd.log import configure_logging, reopen_log_file
 from pynatsd.protocol import wire
@@ -228,25 +226,6 @@ class ClosedClient:
         )
 
 
-# Options a reload may not change (nats-server's field names in the error text).
-_NOT_RELOADABLE: dict[str, str] = {
-    "host": "Host",
-    "port": "Port",
-    "server_name": "ServerName",
-    "http_host": "HTTPHost",
-    "http_port": "HTTPPort",
-    "https_port": "HTTPSPort",
-    "http_base_path": "HTTPBasePath",
-    "max_subscriptions": "MaxSubs",
-    "max_pending": "MaxPending",
-    "max_sub_tokens": "MaxSubTokens",
-    "lame_duck_duration": "LameDuckDuration",
-    "lame_duck_grace_period": "LameDuckGracePeriod",
-    "allow_non_tls": "AllowNonTLS",
-    "no_header_support": "NoHeaderSupport",
-}
-
-
 class Server:
     """A NATS server (client port, optional monitoring). See the module docstring."""
 
@@ -265,6 +244,7 @@ class Server:
         self.http_port = 0
         self.monitor: Any = None
         self.cert_watch: Any = None  # certificate expiry watch when there is no monitor (helper F)
+        self.tls_watch: Any = None  # pynatsd.tls.watch.TLSFileWatch for ``watch: true`` blocks (helper R)
         # clustering (pynatsd.cluster.routes.RouteManager) when a cluster port is configured
         self.routes: Any = None
         self.cluster_port = 0
@@ -326,9 +306,8 @@ class Server:
             self.routes = RouteManager(self)
         port = 0 if opts.port == RANDOM_PORT else opts.port
         try:
-            srv = await self.loop.create_server(
-                lambda: ClientConnection(self), opts.host or None, port, reuse_address=True, backlog=4096
-            )
+            sock = listen_socket(opts.host, port)
+            srv = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=4096)
         except OSError as e:
             log.critical("Error listening on port: %s:%s, %s", opts.host, opts.port, e)
             raise
@@ -354,6 +333,9 @@ class Server:
         if self.routes is not None:
             await self.routes.start()
             self.cluster_port = self.routes.port
+        from pynatsd.reload import start_tls_watch
+
+        start_tls_watch(self)  # tls blocks with ``watch: true`` (helper R)
 
     def _setup_tls(self) -> None:
         opts = self.opts
@@ -415,6 +397,8 @@ class Server:
                 await self.monitor.stop()
         if self.cert_watch is not None:
             await self.cert_watch.stop()
+        if self.tls_watch is not None:
+            await self.tls_watch.stop()
         for srv in self._listeners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 2.0)
@@ -612,122 +596,47 @@ class Server:
     # -- reload ------------------------------------------------------------------------------------
 
     def reload(self, new: ServerOptions) -> None:
-        """Apply new options to the running server (the simple subset for now: logging,
-        limits, authorization). Raises ConfigError, applying nothing, when an option that
-        cannot change at run time changed."""
-        old = self.opts
-        for name, go_name in _NOT_RELOADABLE.items():
-            a, b = getattr(old, name), getattr(new, name)
-            if name == "port" and b == RANDOM_PORT:
-                continue
-            if a != b:
-                raise ConfigError(f"config reload not supported for {go_name}: old={a}, new={b}")
-        if _without_source(old.tls) != _without_source(new.tls):
-            raise ConfigError("config reload not supported for TLS changes yet")
-        if _without_source(old.cluster) != _without_source(new.cluster):
-            raise ConfigError("config reload not supported for cluster changes yet")
-        changes = _reload_changes(old, new)
-        self.opts = new
-        if self.manage_logging:
-            configure_logging(new)
-        self.trace = new.trace or new.trace_verbose
-        for c in self.clients.values():
-            c.parser.max_payload = new.max_payload
-            c.parser.max_control_line = new.max_control_line
-        if new.max_connections != old.max_connections:
-            self._trim_connections()
-        if new.auth != old.auth:
-            self._reload_auth(new)
-        for c in self.clients.values():
-            c.update_fast_path()
-        self.config_load_time = datetime.now(UTC)
-        for line in changes:
-            log.info("Reloaded: %s", line)
-        digest = f" ({new.config_digest})" if new.config_digest else ""
-        log.info("Reloaded server configuration%s", digest)
+        """Apply new options to the running server (pynatsd.reload): everything is validated
+        and every TLS context built first; raises ConfigError, applying nothing, when the new
+        options cannot be applied."""
+        from pynatsd.reload import reload_server
 
-    def _trim_connections(self) -> None:
-        mc = self.opts.max_connections
-        clients = list(self.clients.values())
-        limit = 0 if mc < 0 else mc
-        if mc == 0 or len(clients) <= limit:
-            return
-        random.shuffle(clients)
-        for c in clients[: len(clients) - limit]:
-            c.close(REASON_MAX_CONNECTIONS, wire.ERR_MAX_CONNECTIONS)
-
-    def _reload_auth(self, new: ServerOptions) -> None:
-        auth = Authorizer(new.auth, new.tls)
-        self.authorizer = auth
-        for c in list(self.clients.values()):
-            if c.closed or not c.authenticated:
-                continue
-            if not auth.required:
-                continue
-            if c.auth is not None and not auth.user_still_valid(c.auth):
-                c.close(REASON_CLIENT_CLOSED, flush=True)
-                continue
-            decision = auth.authenticate(c.creds, c.peer_cert(), map_users=self.tls_map_users)
-            if isinstance(decision, BcryptCheck):
-                decision = decision.verify()
-            if decision is None:
-                c.error("authentication error")
-                c.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
-                continue
-            c._apply_auth(decision)
-            perms = c.perms
-            if perms is None:
-                continue
-            for sub in list(c.subs.values()):
-                if not perms.can_subscribe(sub.subject, sub.queue):
-                    c.remove_sub(sub)
-                    c.send_err(wire.sub_reload_violation(sub.subject, sub.queue or None, sub.sid))
+        reload_server(self, new)
 
 
-def _without_source(x: Any) -> Any:
-    """Options compared for reload without where they were written."""
-    if x is None or not hasattr(x, "source"):
-        return x
-    return dataclasses.replace(x, source=Source())
-
-
-def _go_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return "" if v is None else str(v)
-
-
-def _reload_changes(old: ServerOptions, new: ServerOptions) -> list[str]:
-    """nats-server's ``Reloaded: ...`` notices for the options this reload applies."""
-    from pynatsd.config.load import format_duration
-
-    out: list[str] = []
-    for name in ("trace", "trace_verbose", "debug", "logtime", "logtime_utc", "log_file", "syslog", "remote_syslog"):
-        if getattr(old, name) != getattr(new, name):
-            out.append(f"{name} = {_go_value(getattr(new, name))}")
-    oa, na = old.auth, new.auth
-    if oa.user != na.user:
-        out.append("authorization username")
-    if oa.password != na.password:
-        out.append("authorization password")
-    if oa.token != na.token:
-        out.append("authorization token")
-    if oa.timeout != na.timeout:
-        out.append(f"authorization timeout = {_go_value(na.timeout)}")
-    if oa.users != na.users or oa.default_permissions != na.default_permissions:
-        out.append("authorization users")
-    for name in ("max_connections", "pid_file", "ports_file_dir", "max_control_line", "max_payload"):
-        if getattr(old, name) != getattr(new, name):
-            out.append(f"{name} = {_go_value(getattr(new, name))}")
-    if old.ping_interval != new.ping_interval:
-        out.append(f"ping_interval = {format_duration(new.ping_interval)}")
-    if old.ping_max != new.ping_max:
-        out.append(f"ping_max = {new.ping_max}")
-    if old.write_deadline != new.write_deadline:
-        out.append(f"write_deadline = {format_duration(new.write_deadline)}")
-    if old.max_traced_msg_len != new.max_traced_msg_len:
-        out.append(f"max_traced_msg_len = {new.max_traced_msg_len}")
-    return out
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket for ``host``:``port``. For the wildcard host ("0.0.0.0" or "")
+    it is one dual-stack IPv6 socket when the system has IPv6, so IPv4 and IPv6 clients reach
+    the same port, as they do with nats-server."""
+    if host in ("", "0.0.0.0") and socket.has_ipv6:
+        try:
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        except OSError:
+            pass
+        else:
+            try:
+                s6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                s6.bind(("::", port))
+                s6.listen(4096)
+                s6.setblocking(False)
+                return s6
+            except OSError:
+                s6.close()
+    infos = socket.getaddrinfo(host or "0.0.0.0", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, socktype, proto, _, addr = infos[0]
+    s = socket.socket(family, socktype, proto)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind(addr)
+        s.listen(4096)
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 def _hostport(host: str, port: int) -> str:
@@ -837,6 +746,7 @@ class _Runtime:
         elif signum == signal.SIGUSR2:
             server.lame_duck()
         elif signum == signal.SIGHUP:
+            log.info('Trapped "hangup" signal')
             self.reload()
 
     def reload(self) -> None:

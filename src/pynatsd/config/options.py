@@ -185,6 +185,9 @@ class ServerOptions:
     # beyond nats-server: warn (log, /metrics) when a served TLS certificate expires within
     # this many days; checked at start and daily (pynatsd.monitor.certwatch)
     tls_expiry_warn_days: int = 30
+    # (added by reload helper R) beyond nats-server: how often ``watch: true`` tls blocks stat
+    # their files (pynatsd.tls.watch); not a config key, set it when embedding or testing
+    tls_watch_interval: float = 1.0
 
     # clustering
     cluster: ClusterOptions | None = None

@@ -159,6 +159,7 @@ class MonitorServer:
         self.registry = metrics.make_registry(server, certs=self.served_certs, http_req_stats=self.req_stats)
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._live_ssl: ssl.SSLContext | None = None  # what new HTTPS handshakes get (swap_tls)
 
     @property
     def opts(self) -> ServerOptions:
@@ -195,6 +196,8 @@ class MonitorServer:
             if opts.tls is None:
                 raise ConfigError("TLS cert and key required for HTTPS")
             ssl_ctx = monitor_ssl_context(opts.tls, getattr(self.server, "tls", None))
+            self._live_ssl = ssl_ctx
+            ssl_ctx.sni_callback = self._pick_ssl  # reloaded certificates (swap_tls, helper R)
             cert_file = first_cert_file(opts.tls)
             na = cert_not_after_from_file(cert_file)
             if na is not None:
@@ -230,6 +233,22 @@ class MonitorServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    # -- TLS reload (helper R: pynatsd.reload, pynatsd.tls.watch) ----------------------------------
+
+    def swap_tls(self, ssl_ctx: ssl.SSLContext, cert_file: str | None, not_after: Any) -> None:
+        """Serve ``ssl_ctx`` (a new certificate) to new HTTPS handshakes; connections already
+        established keep theirs. ``not_after`` (aware datetime) updates the expiry watch."""
+        self._live_ssl = ssl_ctx
+        if not_after is not None:
+            self._monitor_cert = ServedCert("monitor", not_after, cert_file or "")
+
+    def _pick_ssl(self, sslobj: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        # Called for every ClientHello (with or without SNI) on the listener's first context:
+        # switching the handshake to the live context makes it present the reloaded certificate.
+        live = self._live_ssl
+        if live is not None and live is not ctx:
+            sslobj.context = live
 
     # -- routing -----------------------------------------------------------------------------------
 
