@@ -287,6 +287,8 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.host, self.port = str(peer[0]), int(peer[1])
+            if self.host.startswith("::ffff:") and "." in self.host:
+                self.host = self.host[7:]  # an IPv4 client on the dual-stack listener
         self.cid = server.next_cid()
         self._ncs = f"{self.host}:{self.port} - cid:{self.cid}" if ":" not in self.host else f"[{self.host}]:{self.port} - cid:{self.cid}"
         try:
@@ -452,7 +454,10 @@ class ClientConnection(asyncio.Protocol):
             if self.closed:
                 return
             if tls_transport is None:
-                self.error(f"TLS handshake error: {err}")
+                # (helper T) one line naming peer, reason and listener, rate-limited per listener
+                from pynatsd.tls.failures import client_handshake_failed
+
+                client_handshake_failed(server, self._prefix(), err or "handshake failure")
                 self.close(REASON_TLS_FAILURE, flush=False)
                 return
             self.transport = tls_transport
