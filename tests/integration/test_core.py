@@ -548,3 +548,27 @@ async def test_write_deadline_spares_a_slow_reader_that_makes_progress() -> None
         assert s.stats.slow_consumers == 0 and not s.closed_clients
         writer.close()
         await pub.close()
+
+
+def test_log_format_options() -> None:
+    import logging
+    import os
+    import re
+    from datetime import UTC, datetime
+
+    from pynatsd.log import TRACE, NatsFormatter, level_tag
+
+    rec = logging.LogRecord("pynatsd", logging.WARNING, __file__, 1, "hello %s", ("x",), None)
+    assert NatsFormatter(logtime=False).format(rec) == f"[{os.getpid()}] [WRN] hello x"
+    line = NatsFormatter(logtime=True, utc=True).format(rec)
+    m = re.fullmatch(r"\[\d+\] (\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)\.\d{6} \[WRN\] hello x", line)
+    assert m is not None
+    stamp = datetime.strptime(m.group(1), "%Y/%m/%d %H:%M:%S").replace(tzinfo=UTC)
+    assert abs((stamp - datetime.fromtimestamp(rec.created, UTC)).total_seconds()) < 1.5
+    assert [level_tag(lv) for lv in (TRACE, logging.DEBUG, logging.INFO, logging.ERROR, logging.CRITICAL)] == [
+        "TRC",
+        "DBG",
+        "INF",
+        "ERR",
+        "FTL",
+    ]
