@@ -1237,6 +1237,46 @@ def deliver(
     delivered = 0
     out_bytes = 0
     expired: list[Subscription] | None = None
+    if hdr_digits is None and not trace:
+        # the usual message: no header block, no tracing (same steps as the loop below)
+        skip = None if echo else src
+        for sub in targets:
+            c = sub.client
+            if c.closed or c is skip:
+                continue
+            max_msgs = sub.max_msgs
+            if max_msgs and sub.delivered >= max_msgs:
+                continue
+            cperms = c.perms
+            if cperms is not None:
+                if cperms.deliver_deny is not None and not cperms.can_deliver(subject):
+                    continue
+                if reply and c.replies is not None:
+                    c._record_reply(reply)
+            prefix = sub.prefix
+            if prefix is None:
+                if head is None:
+                    head = b"MSG " + subject + b" "
+                prefix = head + sub.sid_sp
+            out = c.out
+            out.append(prefix)
+            out.append(tail)
+            c.out_size += len(prefix) + tlen
+            c.out_msgs += 1
+            c.out_bytes += size
+            sub.delivered += 1
+            delivered += 1
+            if not c.dirty:
+                c.dirty = True
+                server.mark_dirty(c)
+            if c.out_size + c.wbuf > c.stall_at:
+                c._pending_high(src)
+            if max_msgs and sub.delivered >= max_msgs:
+                if expired is None:
+                    expired = []
+                expired.append(sub)
+        out_bytes = delivered * size
+        targets = []  # done
     for sub in targets:
         c = sub.client
         if c.closed or (c is src and not echo):
