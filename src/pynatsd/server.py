@@ -167,6 +167,19 @@ class ServerStats:
         self.stale_connections = 0
 
 
+class ClosedSub:
+    """What a closed connection's subscription shows in /connz (without the live objects)."""
+
+    __slots__ = ("subject", "queue", "sid", "delivered", "max_msgs")
+
+    def __init__(self, sub: Subscription) -> None:
+        self.subject = sub.subject
+        self.queue = sub.queue
+        self.sid = sub.sid
+        self.delivered = sub.delivered
+        self.max_msgs = sub.max_msgs
+
+
 @dataclass
 class ClosedClient:
     """What /connz?state=closed shows about a connection that has gone."""
@@ -182,7 +195,7 @@ class ClosedClient:
     out_msgs: int
     in_bytes: int
     out_bytes: int
-    subs: dict[bytes, Subscription]
+    subs: dict[bytes, ClosedSub]
     name: str
     lang: str
     version: str
@@ -213,7 +226,7 @@ class ClosedClient:
             out_msgs=c.out_msgs,
             in_bytes=c.in_bytes,
             out_bytes=c.out_bytes,
-            subs=dict(c.subs),
+            subs={sid: ClosedSub(sub) for sid, sub in c.subs.items()},
             name=c.name,
             lang=c.lang,
             version=c.version,
