@@ -29,8 +29,13 @@ works in two phases so that a bad configuration changes nothing:
 ``refresh_tls(server, block)`` rebuilds one ``tls {}`` block's contexts from the files it names,
 without a config change; ``pynatsd.tls.watch`` calls it for blocks with ``watch: true``.
 
-Not reloadable here although nats-server reloads them: cluster settings other than the
-cluster ``tls {}`` block (routes, permissions, name, ...) are refused with their name.
+The HTTPS monitoring port gets a new stdlib context too, handed to each new handshake by the
+listener's SNI callback; a changed cipher list or minimum version there needs a restart (the
+first context's protocol settings stay), the certificate does not.
+
+Differences from nats-server: cluster settings other than the cluster ``tls {}`` block (routes,
+permissions, name, ...) are refused with their name, not applied; ``Reloaded: authorization
+users`` / ``accounts`` are logged only when they changed (nats-server logs them on every reload).
 """
 
 from __future__ import annotations
@@ -428,7 +433,14 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
 
 def reload_server(server: Server, new: ServerOptions) -> None:
     """Validate ``new`` completely, then apply it. Raises ConfigError, applying nothing."""
-    apply_plan(server, plan_reload(server, new))
+    try:
+        plan = plan_reload(server, new)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a surprise while validating still fails in one line
+        log.debug("reload validation failed", exc_info=True)
+        raise _one_line("reload", e) from None
+    apply_plan(server, plan)
 
 
 def trim_connections(server: Server) -> None:
