@@ -454,10 +454,7 @@ class ClientConnection(asyncio.Protocol):
             if self.closed:
                 return
             if tls_transport is None:
-                # (helper T) one line naming peer, reason and listener, rate-limited per listener
-                from pynatsd.tls.failures import client_handshake_failed
-
-                client_handshake_failed(server, self._prefix(), err or "handshake failure")
+                self.error(f"TLS handshake error: {err}")
                 self.close(REASON_TLS_FAILURE, flush=False)
                 return
             self.transport = tls_transport
