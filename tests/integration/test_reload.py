@@ -165,6 +165,18 @@ async def test_rotation_new_clients_get_new_cert_existing_keep_receiving(certs: 
         await existing.close()
 
 
+async def test_cert_paths_changed_in_config(certs: CertSet, tmp_path: Path) -> None:
+    old, new = server_cert(certs, tmp_path, "old"), server_cert(certs, tmp_path, "new")
+    tls = TLSOptions(cert_file=old.cert_file, key_file=old.key_file, ca_file=certs.ca.cert_file, watch=True)
+    async with running(tls=tls, tls_watch_interval=0.05) as s:
+        assert await serial_of(s.port, certs) == old.cert.serial_number
+        s.reload(dataclasses.replace(s.opts, tls=dataclasses.replace(tls, cert_file=new.cert_file, key_file=new.key_file)))
+        assert await serial_of(s.port, certs) == new.cert.serial_number
+        # the watch follows the new paths: the old files no longer matter
+        watched = {f for b in s.tls_watch.blocks.values() for f in b.files}
+        assert watched == {new.cert_file, new.key_file, certs.ca.cert_file}
+
+
 BROKEN = ("missing", "key-mismatch", "garbage-cert", "garbage-key", "missing-ca")
 
 
