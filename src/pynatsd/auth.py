@@ -279,7 +279,12 @@ class Authorizer:
         users = self.users
         match = map_certificate(cert, users, lambda name: self._standard_allowed(users[name]))
         if match is None:
-            log.debug("User in cert not found")
+            if log.isEnabledFor(logging.DEBUG):  # (helper T) say which identities were tried, in order
+                from pynatsd.tls.identity import cert_identities
+
+                tried = ", ".join(f'"{n}"' for n in cert_identities(cert))
+                log.debug("User in cert [%s], not found (tried email, DNS and URI SANs, the subject DN, "
+                          "the subject string)", tried)
             return None
         log.debug("%s", match.debug_line)
         return users.get(match.username)

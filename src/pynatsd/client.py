@@ -454,7 +454,10 @@ class ClientConnection(asyncio.Protocol):
             if self.closed:
                 return
             if tls_transport is None:
-                self.error(f"TLS handshake error: {err}")
+                # (helper T) one line naming peer, reason and listener, rate-limited per listener
+                from pynatsd.tls.failures import client_handshake_failed
+
+                client_handshake_failed(server, self._prefix(), err or "handshake failure")
                 self.close(REASON_TLS_FAILURE, flush=False)
                 return
             self.transport = tls_transport

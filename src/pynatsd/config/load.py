@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -920,9 +921,9 @@ class _Loader:
                 if not isinstance(tv, str) or isinstance(tv, bool):
                     shown = _go_float_v(tv) if isinstance(tv, (int, float)) else tv
                     self.err(f"error parsing tls config: 'min_version' wrong type: {shown}", kpos)
-                if tv in ("1.0", "1.1"):
-                    self.err(f"error parsing tls config: unsupported TLS version: TLS {tv}", kpos)
-                if tv not in ("1.2", "1.3"):
+                # (helper T) beyond nats-server, which refuses "1.0"/"1.1": they are allowed, and
+                # pynatsd.tls.context warns loudly when it builds such a context
+                if tv not in ("1.0", "1.1", "1.2", "1.3"):
                     self.err(f"error parsing tls config: unknown version: {tv}", kpos)
                 o["min_version"] = tv
             elif lk == "timeout":
@@ -1335,6 +1336,34 @@ _DEFAULTS_WHEN_ZERO = {
 }
 
 
+# ---- FIPS policy switch in the environment (added by helper T) ---------------------------------
+
+FIPS_ENV = "PYNATSD_FIPS"
+
+
+def fips_from_env(env: Mapping[str, str]) -> bool:
+    """True when the environment turns the FIPS policy on: ``PYNATSD_FIPS=1`` (true/on/yes), or
+    Go's ``GODEBUG=fips140=on`` (only/debug), the switch a nats-server start script uses.
+
+    The environment can only turn the policy on (``fips: true`` in the file stays on); a value of
+    PYNATSD_FIPS that is not a switch is a start-up error rather than silently ignored."""
+    raw = env.get(FIPS_ENV, "").strip()
+    if raw:
+        v = raw.lower()
+        if v in ("1", "true", "on", "yes"):
+            return True
+        if v not in ("0", "false", "off", "no"):
+            raise ConfigError(
+                f'environment variable {FIPS_ENV}="{raw}" is not a switch; set it to 1 (on) or 0 (off)',
+                "<environment>",
+            )
+    for item in env.get("GODEBUG", "").split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "fips140" and value in ("on", "only", "debug"):
+            return True
+    return False
+
+
 def load_options(
     config_file: str | None, flags: FlagValues | None = None, *, validate: bool = True
 ) -> ServerOptions:
@@ -1364,6 +1393,8 @@ def load_options(
         kw["http_host"] = kw["host"]  # monitoring binds where clients do unless told otherwise
     if auth.timeout == 0:
         auth = replace(auth, timeout=None)
+    if not kw.get("fips") and fips_from_env(os.environ):  # (helper T) FIPS policy from the environment
+        kw["fips"] = True
     opts = ServerOptions(
         config_file=config_file,
         auth=auth,

@@ -286,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if wrote or not args.quiet_if_present:
         print(f"Wrote development certificates into {directory} (valid {args.days} days).")
-        print(tls_block(directory, args.client))
+        # absolute paths (helper T): the printed block works from any directory it is pasted into
+        print(tls_block(directory.absolute(), args.client))
     return 0
 
 
