@@ -583,7 +583,9 @@ class Server:
                 info["tls_required"] = True
             if self.tls_verify:
                 info["tls_verify"] = True
-            if self.tls_available and not client.tls_first:
+            # (helper T) as nats-server 2.15: allow_non_tls shows here even to a TLS-first client
+            # and with handshake_first: true (checked against the real server)
+            if self.tls_available or opts.allow_non_tls:
                 info["tls_available"] = True
         info["max_payload"] = opts.max_payload
         if client.cid:

@@ -224,6 +224,9 @@ class TLSTransport(asyncio.Transport):
             self._timer.cancel()
             self._timer = None
         if self._pins is not None:
+            # (helper T) the pin check runs on a completed handshake, as in nats-server: our last
+            # flight (the TLS 1.2 Finished) goes out first, then the connection is closed
+            self._flush()
             leaf = self._conn.get_peer_certificate()
             if leaf is None or spki_sha256(leaf) not in self._pins:
                 if leaf is None:
