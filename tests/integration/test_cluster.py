@@ -28,6 +28,7 @@ from tests.helpers.rawclient import AsyncRawClient
 from tests.helpers.servers import free_port
 
 from pynatsd.config.options import ClusterOptions, Permissions, ServerOptions, SubjectPermission
+from pynatsd.monitor.endpoints import varz
 from pynatsd.server import Server
 
 HOST = "127.0.0.1"
@@ -559,6 +560,35 @@ async def test_route_that_stops_reading_is_dropped(
     await wait_until(lambda: nroutes(s) == 0, what="the stuck route to be dropped")
     assert "Slow Consumer Detected: WriteDeadline of 0.5s exceeded" in caplog.text
     writer.close()
+    v = varz(s)
+    assert v["slow_consumers"] == 1
+    assert v["slow_consumer_stats"] == {"clients": 0, "routes": 1, "gateways": 0, "leafs": 0}
+    # what went to the route is not client traffic
+    assert v["in_client_msgs"] == v["in_msgs"] > 0
+    assert v["out_client_msgs"] == 0 < v["out_msgs"]
+
+
+async def test_route_that_stops_answering_pings_is_stale(cluster: Cluster) -> None:
+    s = await cluster.start(node_options("P", ping_interval=0.2, ping_max=2))
+    assert s.routes is not None
+    reader, writer = await asyncio.open_connection(HOST, s.routes.port)
+    try:
+        await reader.readline()
+        peer = '{"server_id":"NQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQ","server_name":"quiet",'
+        peer += '"host":"127.0.0.1","port":1,"cluster":"C1"}'
+        writer.write(b'CONNECT {"name":"quiet","cluster":"C1"}\r\nINFO ' + peer.encode() + b"\r\n")
+        await writer.drain()
+        lines = []
+        while not (line := await asyncio.wait_for(reader.readline(), 5)).startswith(b"-ERR"):
+            lines.append(line)
+        assert line == b"-ERR 'Stale Connection'\r\n"
+        assert lines.count(b"PING\r\n") == 2
+    finally:
+        writer.close()
+    await wait_until(lambda: nroutes(s) == 0)
+    v = varz(s)
+    assert v["stale_connections"] == 1
+    assert v["stale_connection_stats"] == {"clients": 0, "routes": 1, "gateways": 0, "leafs": 0}
 
 
 async def test_implicit_route_gives_up_after_connect_retries(

@@ -327,3 +327,71 @@ async def test_nats_server_route_settings_we_negotiate_away(mixed: Mixed, settin
     assert sorted(inbox.data("a")) == sorted(inbox.data("p")) == [b"from A" * 100, b"from P" * 100]
     await asyncio.sleep(1.2)  # past the first route PINGs: the route stays up
     assert nroutes(p) == 1
+
+
+async def test_varz_client_and_route_counters_match_nats_server(mixed: Mixed) -> None:
+    """The same traffic on a nats-server node and on a pynatsd node (each with a publisher and a
+    subscriber, plus a subscriber on a third node): /varz's client-only figures agree, and ours
+    leave out what crossed a route exactly."""
+    import dataclasses
+
+    import aiohttp
+
+    http = f"http: {HOST}:-1\n"
+    a = await mixed.nats(nats_conf("A", []) + http)
+    p = Server(dataclasses.replace(node_options("P", (nats_route(a),)), http_port=-1))
+    await p.start()
+    mixed.servers.append(p)
+    b = await mixed.nats(nats_conf("B", [nats_route(a)]) + http)
+    await wait_until(lambda: nroutes(p) == 2, timeout=15, what="pynatsd to route to both nats-servers")
+    assert a.ports is not None and b.ports is not None
+    urls = {
+        "A": a.ports["monitoring"][0] + "/varz",
+        "B": b.ports["monitoring"][0] + "/varz",
+        "P": f"http://{HOST}:{p.http_port}/varz",
+    }
+    keys = ("in_msgs", "in_bytes", "out_msgs", "out_bytes", "in_client_msgs", "in_client_bytes",
+            "out_client_msgs", "out_client_bytes")
+
+    async def snapshot() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        async with aiohttp.ClientSession() as session:
+            for node, url in urls.items():
+                async with session.get(url) as resp:
+                    out[node] = await resp.json()
+        return out
+
+    na, nb, np_ = await mixed.client(a.port), await mixed.client(b.port), await mixed.client(p.port)
+    inbox = Inbox()
+    for label, nc in (("a", na), ("b", nb), ("p", np_)):
+        await nc.subscribe("cnt.>", cb=inbox.cb(label))
+    await full_mesh([na, nb, np_])
+    before = await snapshot()
+    n = 20
+    for i in range(n):
+        for nc in (na, np_):
+            if i % 2:
+                await nc.publish(f"cnt.{i}", b"payload-%03d" % i, headers={"K": "v" * i})
+            else:
+                await nc.publish(f"cnt.{i}", b"payload-%03d" % i)
+    await na.flush()
+    await np_.flush()
+    await inbox.wait_total(3 * 2 * n)
+    after = await snapshot()
+    delta = {node: {k: after[node][k] - before[node][k] for k in keys} for node in urls}
+    client_keys = [k for k in keys if "client" in k]
+    # the pynatsd node and nats-server node A saw the same client traffic
+    assert {k: delta["P"][k] for k in client_keys} == {k: delta["A"][k] for k in client_keys}
+    assert delta["P"]["in_client_msgs"] == n and delta["P"]["out_client_msgs"] == 2 * n
+    assert delta["B"]["in_client_msgs"] == 0
+    assert delta["B"]["out_client_msgs"] == 2 * n
+    assert delta["B"]["out_client_bytes"] == delta["P"]["out_client_bytes"]
+    # our totals add exactly the route share: n in from A, 2n out (to A and to B)
+    assert delta["P"]["in_msgs"] - delta["P"]["in_client_msgs"] == n
+    assert delta["P"]["out_msgs"] - delta["P"]["out_client_msgs"] == 2 * n
+    assert delta["P"]["in_bytes"] - delta["P"]["in_client_bytes"] == delta["P"]["in_client_bytes"]
+    assert delta["P"]["out_bytes"] - delta["P"]["out_client_bytes"] == 2 * delta["P"]["in_client_bytes"]
+    for node in urls:
+        v = after[node]
+        assert v["slow_consumer_stats"] == {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0}
+        assert v["stale_connection_stats"] == {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0}

@@ -80,6 +80,7 @@ from pynatsd.cluster.protocol import (
 )
 from pynatsd.log import TRACE
 from pynatsd.protocol import wire
+from pynatsd.server import ServerStats
 from pynatsd.subjects import MatchResult, SubjectTrie
 
 if TYPE_CHECKING:
@@ -204,6 +205,60 @@ class InterestTrie(SubjectTrie[Any]):
         if removed:
             self._routes_manager.local_interest_removed(subject, queue)
         return removed
+
+
+class ClusterStats(ServerStats):
+    """The server's counters with the route share kept apart (the server's ``stats`` once a
+    cluster port is configured). Only route code adds to the route counters; the client
+    figures /varz shows (``in_client_msgs``, ``slow_consumer_stats.clients``, ...) are the
+    totals minus the route share, so the client hot path counts nothing extra."""
+
+    __slots__ = (
+        "route_in_msgs",
+        "route_in_bytes",
+        "route_out_msgs",
+        "route_out_bytes",
+        "slow_consumers_routes",
+        "stale_connections_routes",
+    )
+
+    def __init__(self, base: ServerStats | None = None) -> None:
+        super().__init__()
+        if base is not None:  # carry over whatever was counted before clustering started
+            for cls in type(base).__mro__:
+                for name in getattr(cls, "__slots__", ()):
+                    if hasattr(base, name):
+                        setattr(self, name, getattr(base, name))
+        self.route_in_msgs = 0
+        self.route_in_bytes = 0
+        self.route_out_msgs = 0
+        self.route_out_bytes = 0
+        self.slow_consumers_routes = 0
+        self.stale_connections_routes = 0
+
+    @property
+    def in_client_msgs(self) -> int:
+        return self.in_msgs - self.route_in_msgs
+
+    @property
+    def in_client_bytes(self) -> int:
+        return self.in_bytes - self.route_in_bytes
+
+    @property
+    def out_client_msgs(self) -> int:
+        return self.out_msgs - self.route_out_msgs
+
+    @property
+    def out_client_bytes(self) -> int:
+        return self.out_bytes - self.route_out_bytes
+
+    @property
+    def slow_consumers_clients(self) -> int:
+        return self.slow_consumers - self.slow_consumers_routes
+
+    @property
+    def stale_connections_clients(self) -> int:
+        return self.stale_connections - self.stale_connections_routes
 
 
 def _go_quote(s: str) -> str:
@@ -436,7 +491,8 @@ class RouteConnection(asyncio.Protocol):
         self._wd_timer = None
         if self.closed:
             return
-        self.server.stats.slow_consumers += 1
+        self.manager.stats.slow_consumers += 1
+        self.manager.stats.slow_consumers_routes += 1
         wd = self.manager.write_deadline
         self.notice(
             f"Slow Consumer Detected: WriteDeadline of {wd:g}s exceeded with {self.pending_bytes} total bytes pending"
@@ -638,9 +694,11 @@ class RouteConnection(asyncio.Protocol):
             )
         if account != GLOBAL_ACCOUNT or not self.registered:
             return
-        stats = server.stats
+        stats = self.manager.stats
         stats.in_msgs += 1
         stats.in_bytes += len(data)
+        stats.route_in_msgs += 1
+        stats.route_in_bytes += len(data)
         self.manager.deliver_local(self, subject, reply, queues, hdr_len, data)
 
     def send_msg(self, subject: bytes, reply: bytes, queues: list[bytes], hdr_len: int, data: bytes) -> None:
@@ -660,9 +718,11 @@ class RouteConnection(asyncio.Protocol):
         self.out_size += len(line) + len(data) + 2
         self.out_msgs += 1
         self.out_bytes += len(data)
-        stats = self.server.stats  # as in nats-server, out_msgs counts what went to routes too
+        stats = self.manager.stats  # as in nats-server, out_msgs counts what went to routes too
         stats.out_msgs += 1
         stats.out_bytes += len(data)
+        stats.route_out_msgs += 1
+        stats.route_out_bytes += len(data)
         if not self.dirty:
             self.dirty = True
             self.server.mark_dirty(self)  # type: ignore[arg-type]
@@ -697,7 +757,8 @@ class RouteConnection(asyncio.Protocol):
 
     def _check_pending(self) -> None:
         if self.pending_bytes > MAX_ROUTE_PENDING:
-            self.server.stats.slow_consumers += 1
+            self.manager.stats.slow_consumers += 1
+            self.manager.stats.slow_consumers_routes += 1
             self.notice(f"Slow Consumer Detected: MaxPending of {MAX_ROUTE_PENDING} Exceeded")
             self.close(REASON_SLOW, flush=False)
 
@@ -709,7 +770,8 @@ class RouteConnection(asyncio.Protocol):
             return
         mgr = self.manager
         if self.pings_out + 1 > mgr.ping_max:
-            self.server.stats.stale_connections += 1
+            mgr.stats.stale_connections += 1
+            mgr.stats.stale_connections_routes += 1
             self.debug("Stale Route Connection - Closing")
             self.close(REASON_STALE, ERR_STALE)
             return
@@ -809,6 +871,9 @@ class RouteManager:
         # see local interest changes
         assert server.sublist.count() == 0, "RouteManager must be created before any subscription"
         server.sublist = InterestTrie(self)
+        # counters with the route share apart (everyone reads server.stats afresh each time)
+        self.stats = ClusterStats(server.stats)
+        server.stats = self.stats
 
     def __len__(self) -> int:
         return len(self.routes)
