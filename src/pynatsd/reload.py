@@ -33,8 +33,13 @@ The HTTPS monitoring port gets a new stdlib context too, handed to each new hand
 listener's SNI callback; a changed cipher list or minimum version there needs a restart (the
 first context's protocol settings stay), the certificate does not.
 
-Differences from nats-server: cluster settings other than the cluster ``tls {}`` block (routes,
-permissions, name, ...) are refused with their name, not applied; ``Reloaded: authorization
+Cluster settings: host and port are refused (nats-server's texts); ``routes`` (removed ones
+closed and not re-dialed, added ones dialed), ``permissions`` (interest re-sent accordingly),
+``name`` and the timing/retry settings are applied by ``RouteManager.reload``
+(pynatsd.cluster.routes, whose ``RELOADABLE`` lists them), besides the ``tls {}`` block.
+
+Differences from nats-server: cluster authorization, ``no_advertise`` (and any cluster field not
+in ``RELOADABLE``) are refused with their name, not applied; ``Reloaded: authorization
 users`` / ``accounts`` are logged only when they changed (nats-server logs them on every reload).
 """
 
@@ -204,6 +209,7 @@ class _Differ:
         self.refuse("log_size_limit", "LogSizeLimit")
         self.notice("syslog")
         self.notice("remote_syslog")
+        self._cluster_routes()  # nats-server keeps the routes apart from the cluster block, here
         self._tls()
         self.refuse("allow_non_tls", "AllowNonTLS")
         self.notice("write_deadline")
@@ -248,16 +254,35 @@ class _Differ:
             raise ConfigError(f"config reload not supported for cluster host: old={oc.host}, new={nc.host}")
         if oc.port != nc.port:
             raise ConfigError(f"config reload not supported for cluster port: old={oc.port}, new={nc.port}")
+        from pynatsd.cluster.routes import RELOADABLE
+
+        reloaded = False
         for f in dataclasses.fields(ClusterOptions):
-            if f.name in ("tls", "source", "host", "port"):
+            if f.name in ("tls", "source", "host", "port", "routes"):
                 continue
             a, b = getattr(oc, f.name), getattr(nc, f.name)
             if a != b:
+                if f.name in RELOADABLE:
+                    reloaded = True
+                    continue
                 if f.name == "password":
                     a = b = "[REDACTED]"
                 raise ConfigError(f"config reload not supported for cluster {f.name}: old={go_value(a)}, new={go_value(b)}")
-        if oc.tls is not None or nc.tls is not None:
+        if reloaded or oc.tls is not None or nc.tls is not None:
             self.notices.append("Reloaded: cluster")  # its TLS is rebuilt (files re-read) on every reload
+
+    def _cluster_routes(self) -> None:
+        oc, nc = self.old.cluster, self.new.cluster
+        if oc is None or nc is None or oc.routes == nc.routes:
+            return
+        from pynatsd.cluster.routes import parse_route_url
+
+        for u in nc.routes:
+            try:
+                parse_route_url(u)
+            except ValueError as e:
+                raise ConfigError(f"error parsing route url [{u!r}]: {e}") from None
+        self.notices.append("Reloaded: cluster routes")
 
     def _tls(self) -> None:
         self.seen.add("tls")
@@ -413,6 +438,8 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
         server.monitor.swap_tls(plan.monitor_ssl, first_cert_file(new.tls), plan.client_tls.not_after)
     if new.cluster is not None:
         install_cluster_tls(server, new.cluster, plan.cluster_tls)
+        if old.cluster is not None and server.routes is not None:
+            server.routes.reload(old.cluster, new.cluster)  # routes, permissions, name, timing
     assert plan.authorizer is not None
     server.authorizer = plan.authorizer
     if plan.auth_changed:

@@ -395,3 +395,65 @@ async def test_varz_client_and_route_counters_match_nats_server(mixed: Mixed) ->
         v = after[node]
         assert v["slow_consumer_stats"] == {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0}
         assert v["stale_connection_stats"] == {"clients": 0, "routes": 0, "gateways": 0, "leafs": 0}
+
+
+async def probe_until(nc: NATS, subject: str, inbox: Inbox, label: str, timeout: float = 10.0) -> None:
+    """Publish to ``subject`` until ``label`` got one: interest that travels on another path."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not inbox.data(label):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"nothing arrived on {subject}")
+        await nc.publish(subject, b"probe")
+        await nc.flush()
+        await asyncio.sleep(0.05)
+
+
+async def test_reload_routes_and_permissions_with_nats_server(mixed: Mixed) -> None:
+    """pynatsd adds a route to a nats-server by reload; each side reloads its cluster
+    permissions and the other re-sends the interest it may now accept; pynatsd removes the
+    route by reload."""
+    import dataclasses
+
+    perms = "  permissions { export: { allow: [\"foo.>\"] } }\n"
+    a = await mixed.nats(nats_conf("A", []).replace("  routes: []\n", "  routes: []\n" + perms))
+    p = await mixed.pynatsd("P", ())
+    assert p.routes is not None and p.opts.cluster is not None
+    p.reload(dataclasses.replace(p.opts, cluster=dataclasses.replace(p.opts.cluster, routes=(nats_route(a),))))
+    await wait_until(lambda: nroutes(p) == 1, timeout=10, what="the reloaded route")
+    (route,) = p.routes.routes.values()
+    assert route.remote_export == {"allow": ["foo.>"]}
+    na, np_ = await mixed.client(a.port), await mixed.client(p.port)
+    inbox = Inbox()
+    await np_.subscribe("bar.1", cb=inbox.cb("p.bar"))
+    await np_.subscribe("foo.1", cb=inbox.cb("p.foo"))
+    await np_.flush()
+    await probe_until(na, "foo.1", inbox, "p.foo")
+    await na.publish("bar.1", b"refused")  # A's export list refused our bar.1 interest
+    await na.publish("foo.1", b"after")
+    await wait_until(lambda: b"after" in inbox.data("p.foo"))
+    assert inbox.data("p.bar") == []
+
+    # nats-server drops its permissions by reload: its INFO makes us re-send bar.1
+    assert a.config is not None
+    await asyncio.to_thread(a.reload, a.config.replace(perms, ""))
+    await wait_until(lambda: route.remote_export is None, timeout=10, what="A's new INFO")
+    await probe_until(na, "bar.1", inbox, "p.bar")
+
+    # we narrow our export list: A's baz.1 interest is dropped here; widening it again makes
+    # nats-server re-send it
+    await na.subscribe("baz.1", cb=inbox.cb("a.baz"))
+    await na.flush()
+    await wait_until(lambda: (b"baz.1", b"") in route.subs, timeout=10)
+    from pynatsd.config.options import Permissions, SubjectPermission
+
+    only_foo = Permissions(subscribe=SubjectPermission(allow=("foo.>",)))
+    p.reload(dataclasses.replace(p.opts, cluster=dataclasses.replace(p.opts.cluster, permissions=only_foo)))
+    assert (b"baz.1", b"") not in route.subs
+    p.reload(dataclasses.replace(p.opts, cluster=dataclasses.replace(p.opts.cluster, permissions=None)))
+    await wait_until(lambda: (b"baz.1", b"") in route.subs, timeout=10, what="nats-server to re-send baz.1")
+    await probe_until(np_, "baz.1", inbox, "a.baz")
+
+    # the route removed by reload: closed, not re-dialed by either side
+    p.reload(dataclasses.replace(p.opts, cluster=dataclasses.replace(p.opts.cluster, routes=())))
+    assert nroutes(p) == 0 and not p.routes._dialing
+    assert route.closed_reason == "Route Removed"

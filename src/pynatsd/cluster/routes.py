@@ -124,11 +124,31 @@ REASON_CLUSTER_NAME = "Cluster Name Conflict"
 REASON_DUPLICATE_NAME = "Duplicate Server Name"
 REASON_SLOW = "Slow Consumer (Pending Bytes)"
 REASON_SLOW_DEADLINE = "Slow Consumer (Write Deadline)"
+REASON_ROUTE_REMOVED = "Route Removed"
 
 ERR_AUTH_VIOLATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
 ERR_STALE = "Stale Connection"
 ERR_ROUTE_PORT = "attempted to connect to route port"
+
+# ClusterOptions fields a configuration reload may change (RouteManager.reload applies them;
+# host and port are refused as nats-server refuses them; cluster authorization, no_advertise
+# and the tls block's own rules are handled, or refused, by pynatsd.reload). pool_size only
+# shows in /varz here (no pooling).
+RELOADABLE = frozenset(
+    {
+        "name",
+        "routes",
+        "permissions",
+        "advertise",
+        "connect_retries",
+        "connect_backoff",
+        "ping_interval",
+        "ping_max",
+        "write_deadline",
+        "pool_size",
+    }
+)
 
 # Outbound bytes a route may have pending before it is dropped as a slow consumer.
 MAX_ROUTE_PENDING = 256 * 1024 * 1024
@@ -290,6 +310,7 @@ class RouteConnection(asyncio.Protocol):
         self.remote_ip_url = ""  # nats-route://ip:port/ of the peer, for gossip
         self.remote_import: Any = None
         self.remote_export: Any = None
+        self.remote_proto = 0
         self.connect_urls: list[str] = []
         self.peer_knows_compression = False
         self.headers = False
@@ -845,9 +866,10 @@ class RouteManager:
         self._listener: asyncio.base_events.Server | None = None
         self.cluster_dynamic = not c.name
         self.cluster_name = c.name or secrets.token_urlsafe(16).replace("-", "A").replace("_", "B")[:22]
-        self.ping_interval = min(c.ping_interval or opts.ping_interval, MAX_PING_INTERVAL)
-        self.ping_max = c.ping_max or opts.ping_max
-        self.write_deadline = c.write_deadline if c.write_deadline is not None else opts.write_deadline
+        self.ping_interval = 0.0
+        self.ping_max = 0
+        self.write_deadline = 0.0
+        self._timing()
         self.server_tls: Any = None
         self.client_tls: Any = None
         tls = c.tls
@@ -858,15 +880,7 @@ class RouteManager:
             if c.auth_timeout is not None
             else (self.tls_timeout + 1.0 if tls is not None else 2.0)
         )
-        self.import_perms: Any = None
-        self.export_perms: Any = None
-        if c.permissions is not None:
-            from pynatsd.auth import ClientPermissions
-            from pynatsd.config.options import Permissions
-
-            # nats-server maps import to publish and export to subscribe permissions
-            self.import_perms = ClientPermissions(Permissions(publish=c.permissions.publish))
-            self.export_perms = ClientPermissions(Permissions(subscribe=c.permissions.subscribe))
+        self.import_perms, self.export_perms = _route_permissions(c.permissions)
         self._tls_name = next((u.host for u in self.configured if not _is_ip(u.host)), "")
         # see local interest changes
         assert server.sublist.count() == 0, "RouteManager must be created before any subscription"
@@ -877,6 +891,86 @@ class RouteManager:
 
     def __len__(self) -> int:
         return len(self.routes)
+
+    def _timing(self) -> None:
+        """Keepalive and write deadline from the cluster block, else the server's options."""
+        c, opts = self.copts, self.server.opts
+        self.ping_interval = min(c.ping_interval or opts.ping_interval, MAX_PING_INTERVAL)
+        self.ping_max = c.ping_max or opts.ping_max
+        self.write_deadline = c.write_deadline if c.write_deadline is not None else opts.write_deadline
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    def reload(self, old: ClusterOptions, new: ClusterOptions) -> None:
+        """Apply a validated configuration reload (see ``RELOADABLE`` and pynatsd.reload):
+        new keepalive/backoff/retry settings apply from the next use; a new cluster name is
+        taken at once (established routes stay, as with nats-server); changed permissions are
+        re-applied to the interest on every route; removed routes are closed and not
+        re-dialed, added ones are dialed."""
+        self.copts = new
+        self._timing()
+        if new.name and new.name != self.cluster_name:
+            self.cluster_name = new.name
+            self.cluster_dynamic = False
+            log.info("Cluster name updated to %s", new.name)
+        if old.permissions != new.permissions:
+            self._reload_permissions(new)
+        if old.routes != new.routes:
+            self._reload_routes([parse_route_url(u) for u in new.routes])
+
+    def _reload_permissions(self, new: ClusterOptions) -> None:
+        """As nats-server: routes that cannot take an async INFO are closed; local interest the
+        new import list lets out (or no longer lets out) is sent as RS+ (RS-); interest
+        learnt from routes that the new export list refuses is dropped; every route gets our
+        INFO with the new lists, so its server re-sends what we may now accept."""
+        old_imp = self.import_perms
+        new_imp, new_exp = _route_permissions(new.permissions)
+        self.import_perms, self.export_perms = new_imp, new_exp
+        routes = []
+        for r in list(self.routes.values()):
+            if r.remote_proto < 1:
+                r.close(REASON_ROUTE_REMOVED)
+            elif not r.closed:
+                routes.append(r)
+        if not routes:
+            return
+        parts: list[bytes] = []
+        for (subject, queue), n in self.local_counts.items():
+            then = old_imp is None or old_imp.can_publish(subject)
+            now = new_imp is None or new_imp.can_publish(subject)
+            if now and not then:
+                parts.append(
+                    rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n) if queue else rp.rs_plus(GLOBAL_ACCOUNT, subject)
+                )
+            elif then and not now:
+                parts.append(rp.rs_minus(GLOBAL_ACCOUNT, subject, queue))
+        info = rp.info_line(self.route_info())
+        for r in routes:
+            if new_exp is not None:
+                for key, rs in list(r.subs.items()):
+                    if not new_exp.can_subscribe(rs.subject):
+                        del r.subs[key]
+                        self.remote.remove(rs.subject, rs.queue, rs)
+            self._send_lines(r, [info, *parts])
+
+    def _reload_routes(self, urls: list[RouteURL]) -> None:
+        """The configured route list changed: drop the removed ones (without reconnecting,
+        reason "Route Removed"), dial the added ones."""
+        removed = [u for u in self.configured if u not in urls]
+        added = [u for u in urls if u not in self.configured]
+        self.configured = urls
+        self._tls_name = next((u.host for u in urls if not _is_ip(u.host)), "")
+        for u in removed:
+            task = self._dialing.pop((u.host.lower(), u.port), None)
+            if task is not None:
+                task.cancel()
+            for conn in list(self.conns):
+                if conn.url == u and not conn.closed:
+                    conn.no_reconnect = True
+                    conn.close(REASON_ROUTE_REMOVED)
+                    log.info("Removed route %s", u.redacted())
+        for u in added:
+            self._spawn_dial(u, EXPLICIT, GOSSIP_DEFAULT, first=True)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -1133,6 +1227,8 @@ class RouteManager:
         conn.headers = bool(info.get("headers")) and server.headers_supported
         conn.remote_import = info.get("import")
         conn.remote_export = info.get("export")
+        proto = info.get("proto")
+        conn.remote_proto = proto if isinstance(proto, int) else 0
         conn.peer_knows_compression = "compression" in info
         try:
             rport = int(info.get("port") or 0)
@@ -1324,9 +1420,33 @@ class RouteManager:
                 self._remove_client_urls(conn.connect_urls)
                 conn.connect_urls = []
             return
-        if "import" in info or "export" in info:
-            conn.remote_import = info.get("import")
-            conn.remote_export = info.get("export")
+        if info.get("import") != conn.remote_import or info.get("export") != conn.remote_export:
+            self._peer_permissions_changed(conn, info.get("import"), info.get("export"))
+
+    def _peer_permissions_changed(self, conn: RouteConnection, imp: Any, exp: Any) -> None:
+        """The peer reloaded its cluster permissions (nats-server sends its route INFO again):
+        it ignored our interest its old export list refused, so what it now accepts is sent
+        again (nats-server's updateRemoteRoutePerms)."""
+        old = _export_tester(conn.remote_export)
+        new = _export_tester(exp)
+        conn.remote_import, conn.remote_export = imp, exp
+        perms = self.import_perms
+        parts: list[bytes] = []
+        for (subject, queue), n in self.local_counts.items():
+            if not new.can_subscribe(subject) or old.can_subscribe(subject):
+                continue
+            if perms is not None and not perms.can_publish(subject):
+                continue
+            parts.append(rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n) if queue else rp.rs_plus(GLOBAL_ACCOUNT, subject))
+        self._send_lines(conn, parts)
+
+    def _send_lines(self, conn: RouteConnection, parts: list[bytes]) -> None:
+        if not parts:
+            return
+        if self.server.trace:
+            for p in parts:
+                conn.trace(f"->> [{p[:-2].decode('utf-8', 'replace')}]")
+        conn.enqueue(b"".join(parts))
 
     def _implicit_route(self, info: dict[str, Any]) -> None:
         rid = str(info.get("server_id") or "")
@@ -1638,6 +1758,36 @@ def _go_field() -> str:
     from pynatsd.server import go_field
 
     return go_field()
+
+
+def _route_permissions(perms: Any) -> tuple[Any, Any]:
+    """Cluster ``permissions`` as (import, export) checkers, or (None, None): nats-server
+    maps import to publish and export to subscribe permissions."""
+    if perms is None:
+        return None, None
+    from pynatsd.auth import ClientPermissions
+    from pynatsd.config.options import Permissions
+
+    return (
+        ClientPermissions(Permissions(publish=perms.publish)),
+        ClientPermissions(Permissions(subscribe=perms.subscribe)),
+    )
+
+
+def _export_tester(doc: Any) -> Any:
+    """A peer's INFO ``export`` list as a checker (absent or an empty allow list: all)."""
+    from pynatsd.auth import ClientPermissions
+    from pynatsd.config.options import Permissions, SubjectPermission
+
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+    if isinstance(doc, dict):
+        a, d = doc.get("allow"), doc.get("deny")
+        if isinstance(a, list) and a:
+            allow = tuple(str(x) for x in a)
+        if isinstance(d, list):
+            deny = tuple(str(x) for x in d)
+    return ClientPermissions(Permissions(subscribe=SubjectPermission(allow=allow, deny=deny)))
 
 
 def _perm_json(p: Any) -> dict[str, Any]:
