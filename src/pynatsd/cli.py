@@ -136,6 +136,20 @@ Test certificates: {PROG} certs DIR --client alice
 """
 
 
+def _tls_names() -> str:
+    """The cipher suite and curve names a tls block takes (helper T; nats-server's --help_tls
+    lists them too, and an unknown name at start-up points here)."""
+    from pynatsd.tls.context import CURVES, INSECURE_TLS12, SECURE_TLS12, TLS13
+
+    lines = ["Available cipher suites (TLS 1.2, Go names):"]
+    lines += [f"    {n}" for n in SECURE_TLS12]
+    lines += ["TLS 1.3 cipher suites:"] + [f"    {n}" for n in TLS13]
+    lines += ["Only with allow_insecure_cipher_suites: true:"]
+    lines += [f"    {n}" for n in INSECURE_TLS12 if "RC4" not in n and "3DES" not in n]
+    lines += ["Available curve preferences (default: all, in this order):"] + [f"    {n}" for n in CURVES]
+    return "\n".join(lines)
+
+
 class FlagError(Exception):
     """A command-line mistake (printed with the usage, exit 2)."""
 
@@ -416,6 +430,7 @@ def run(argv: Sequence[str], stdout: TextIO, stderr: TextIO, runner: Callable[..
         return 0
     if v.get("help_tls"):
         print(TLS_USAGE, file=stdout)
+        print(_tls_names(), file=stdout)
         return 0
     if p.args:
         word = p.args[0]

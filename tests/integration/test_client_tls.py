@@ -22,6 +22,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -664,7 +665,7 @@ async def test_command_line_tls_flags(certs: CertSet) -> None:
 
 
 def _startup_cases(certs: CertSet, tmp: Path) -> list[tuple[str, str, str]]:
-    ca = {"ca_file": certs.ca.cert_file, "verify": True}
+    ca: dict[str, Any] = {"ca_file": certs.ca.cert_file, "verify": True}
     return [
         ("missing cert", tls_block(certs, cert_file=str(tmp / "nope.pem")),
          rf'cert_file "{re.escape(str(tmp / "nope.pem"))}" does not exist; fix the path'),
@@ -710,6 +711,22 @@ def test_expired_server_certificate_warns_loudly_and_starts(certs: CertSet) -> N
         assert "[WRN]" in line and "renew it" in line and certs.expired_server.cert_file in line
         ex = tls_exchange(srv.port, certs.ca.cert_file)
         assert not ex.handshake  # clients refuse it, as the warning says
+
+
+def test_a_client_refusing_the_server_certificate_is_told_apart(certs: CertSet, mapped: ServerProcess) -> None:
+    ex = tls_exchange(mapped.port, certs.untrusted_ca.cert_file, certs.alice)  # the client lacks our CA
+    assert not ex.handshake and ex.end == "alert:CERTIFICATE_VERIFY_FAILED"
+    line = wait_log(mapped, r"TLS handshake error: our certificate was refused by the peer \(unknown CA\)")
+    assert f"[client listener {HOST}:{mapped.port}]" in line
+
+
+def test_help_tls_lists_the_names_a_tls_block_takes() -> None:
+    from pynatsd.tls.context import CURVES, SECURE_TLS12, TLS13
+
+    out = subprocess.run([sys.executable, "-m", "pynatsd", "--help_tls"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    for n in [*SECURE_TLS12, *TLS13, *CURVES, "TLS_RSA_WITH_AES_128_GCM_SHA256"]:
+        assert f"    {n}\n" in out, n
 
 
 # ---- runtime failure log lines are rate-limited --------------------------------------------------------
@@ -899,6 +916,26 @@ tls {
 }
 """
 
+README_CLIENT = """\
+import asyncio
+import ssl
+
+import nats
+
+
+async def main() -> None:
+    tls = ssl.create_default_context(cafile="certs/ca.pem")
+    tls.load_cert_chain("certs/alice-cert.pem", "certs/alice-key.pem")  # for mutual TLS
+    nc = await nats.connect("tls://localhost:4222", tls=tls)
+    sub = await nc.subscribe("orders.>")
+    await nc.publish("orders.1", b"hello")
+    print((await sub.next_msg()).data)
+    await nc.close()
+
+
+asyncio.run(main())
+"""
+
 README_EXAMPLES = {
     "server_tls": README_SERVER_TLS, "mtls": README_MTLS, "mapping": README_MAPPING, "pinning": README_PINNING,
     "ciphers": README_CIPHERS, "curves": README_CURVES, "min_tls13": README_MIN_TLS13,
@@ -921,13 +958,8 @@ def _dev(d: Path, who: str) -> Issued:
 
 
 def _readme_server(d: Path, example: str) -> contextlib.AbstractContextManager[ServerProcess]:
-    work = d / f"run-{example}"
-    work.mkdir(exist_ok=True)
-    (work / "certs").mkdir(exist_ok=True)
-    for f in (d / "certs").iterdir():  # the same files, seen from the server's directory
-        target = work / "certs" / f.name
-        if not target.exists():
-            target.symlink_to(f)
+    work = Path(tempfile.mkdtemp(prefix=f"run-{example}-", dir=d))  # fresh: its own ports file
+    (work / "certs").symlink_to(d / "certs")  # the same files, seen from the server's directory
     return pynatsd(README_EXAMPLES[example], workdir=work)
 
 
@@ -1037,3 +1069,11 @@ async def test_readme_handshake_first(readme_dir: Path) -> None:
         nc = await connect_tls(srv.port, client_ctx(ca), tls_handshake_first=True)
         assert await roundtrip(nc) == b"secret"
         await nc.close()
+
+
+def test_readme_client_snippet(readme_dir: Path) -> None:
+    """The README's nats-py example, run as written against the mapping example (port changed)."""
+    with _readme_server(readme_dir, "mapping") as srv:
+        script = README_CLIENT.replace("4222", str(srv.port))
+        p = subprocess.run([sys.executable, "-c", script], cwd=srv.dir, capture_output=True, text=True, timeout=30)
+        assert (p.returncode, p.stdout) == (0, "b'hello'\n"), p.stderr

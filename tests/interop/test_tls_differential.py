@@ -218,8 +218,10 @@ def test_verify_and_map_permissions_and_violations(certs: CertSet, carol: Issued
     # a certificate naming no user, and a wrong password for the mapped user
     for who, connect in ((carol, b'{"verbose":false}'), (carol, b'{"verbose":false,"user":"alice@example.com"}'),
                          (certs.bob, b'{"verbose":false,"pass":"x"}')):
-        out = same(pair, lambda s, w=who, c=connect: seen(tls_exchange(
-            s.port, certs.ca.cert_file, w, send=b"CONNECT " + c + b"\r\nPING\r\n")))
+        def refused(s: ServerProcess, w: Issued = who, c: bytes = connect) -> tuple[bool, bytes, str]:
+            return seen(tls_exchange(s.port, certs.ca.cert_file, w, send=b"CONNECT " + c + b"\r\nPING\r\n"))
+
+        out = same(pair, refused)
         assert out == (True, b"-ERR 'Authorization Violation'\r\n", "EOF")
 
 

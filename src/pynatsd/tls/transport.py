@@ -78,6 +78,17 @@ _REASONS = (
 )
 
 
+# Alerts received from the peer that reject the certificate we sent (OpenSSL's reason text).
+_PEER_REFUSED = (
+    ("alert unknown ca", "unknown CA"),
+    ("alert bad certificate", "bad certificate"),
+    ("alert certificate unknown", "certificate unknown"),
+    ("alert certificate expired", "certificate expired"),
+    ("alert certificate revoked", "certificate revoked"),
+    ("alert unsupported certificate", "unsupported certificate"),
+)
+
+
 def looks_like_tls(first: bytes) -> bool:
     """True when the first byte received is a TLS handshake record (a ClientHello)."""
     return bool(first) and first[0] == TLS_HANDSHAKE_RECORD
@@ -105,6 +116,11 @@ def _describe(err: BaseException, conn: SSL.Connection | None) -> str:
         parts = [str(e[2]) for e in err.args[0] if isinstance(e, tuple) and len(e) == 3]
         detail = "; ".join(p for p in parts if p)
     low = detail.lower()
+    # (helper T) an alert the peer sent about OUR certificate (e.g. a client without our CA):
+    # say so, rather than the same words as our own verdict on the peer's certificate
+    for needle, words in _PEER_REFUSED:
+        if needle in low:
+            return f"our certificate was refused by the peer ({words})"
     for needle, words in _REASONS:
         if needle in low:
             return words
