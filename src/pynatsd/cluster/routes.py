@@ -522,13 +522,17 @@ class RouteConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
+            tls_error = getattr(self.transport, "error", None) if self.tls_info is not None else None
             if self.solicited and self.tls_info is not None and not self.info_received:
                 # With TLS 1.3 the dialer's handshake is done before the acceptor has checked
-                # our certificate: a refusal shows up as this close, so say what it likely is.
-                self.error(
-                    "TLS route closed by the remote before its INFO: it probably refused our certificate"
-                )
-            self.close(REASON_READ_ERROR if exc is not None else REASON_CLIENT_CLOSED, flush=False)
+                # our certificate: a refusal shows up after it, as the peer's alert (read by the
+                # TLS layer, when it arrived before the close) or just as this close.
+                why = tls_error or "it probably refused our certificate"
+                self.error(f"TLS route closed by the remote before its INFO: {why}")
+            elif tls_error:
+                self.error(f"TLS error: {tls_error}")
+            failed = exc is not None or tls_error is not None
+            self.close(REASON_READ_ERROR if failed else REASON_CLIENT_CLOSED, flush=False)
 
     # -- op handling -----------------------------------------------------------------------------
 

@@ -165,6 +165,9 @@ class TLSTransport(asyncio.Transport):
         self._first = server_side  # check the first byte for plain text
         self._peer_chain: list[x509.Certificate] | None = None
         self.tls_first = False
+        # why an established connection failed (e.g. the peer's alert refusing our certificate,
+        # which a TLS 1.3 client only reads after its handshake completed); None otherwise
+        self.error: str | None = None
         loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._on_timeout) if timeout > 0 else None
 
@@ -354,6 +357,7 @@ class TLSTransport(asyncio.Transport):
 
     def _fatal(self, reason: str) -> None:
         log.debug("TLS error on an established connection: %s", reason)
+        self.error = reason
         self._closing = True
         self._raw.abort()
 
