@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from tests.helpers.rawclient import AsyncRawClient
 from tests.helpers.servers import free_port
 
+from pynatsd.cluster.routes import RouteURL
 from pynatsd.config.options import ClusterOptions, Permissions, ServerOptions, SubjectPermission
 from pynatsd.monitor.endpoints import varz
 from pynatsd.server import Server
@@ -574,7 +575,9 @@ async def test_route_that_stops_answering_pings_is_stale(cluster: Cluster) -> No
     reader, writer = await asyncio.open_connection(HOST, s.routes.port)
     try:
         await reader.readline()
-        peer = '{"server_id":"NQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQ","server_name":"quiet",'
+        peer = (
+            '{"server_id":"NQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQUIETQ","server_name":"quiet",'
+        )
         peer += '"host":"127.0.0.1","port":1,"cluster":"C1"}'
         writer.write(b'CONNECT {"name":"quiet","cluster":"C1"}\r\nINFO ' + peer.encode() + b"\r\n")
         await writer.drain()
@@ -606,3 +609,97 @@ async def test_implicit_route_gives_up_after_connect_retries(
         r.getMessage() for r in caplog.records if "Error trying to connect to route" in r.getMessage()
     ]
     assert [a.split("(attempt ")[1].split(")")[0] for a in attempts] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize(
+    ("backoff", "want"), [(True, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]), (False, [1.0] * 7)]
+)
+async def test_connect_backoff(cluster: Cluster, backoff: bool, want: list[float]) -> None:
+    """An explicit route to a server that is not there is retried forever: 1 s apart, or with
+    connect_backoff doubling up to 30 s. (The pauses are recorded, not waited for.)"""
+    s = await cluster.start(node_options("P", connect_backoff=backoff))
+    assert s.routes is not None and s.opts.cluster is not None
+    pauses: list[float] = []
+    enough = asyncio.Event()
+
+    async def pause(delay: float) -> None:
+        pauses.append(delay)
+        if len(pauses) == len(want):
+            enough.set()
+            await asyncio.Event().wait()  # the dialer stays here until the route is removed
+        await asyncio.sleep(0)
+
+    s.routes.sleep = pause  # type: ignore[assignment]
+    dead = (f"nats-route://{HOST}:{free_port()}",)
+    s.reload(dataclasses.replace(s.opts, cluster=dataclasses.replace(s.opts.cluster, routes=dead)))
+    await asyncio.wait_for(enough.wait(), 10)
+    assert pauses == want
+    s.reload(dataclasses.replace(s.opts, cluster=dataclasses.replace(s.opts.cluster, routes=())))
+    assert not s.routes._dialing
+
+
+class Forwarder:
+    """A TCP forwarder on a loopback port of its own: the address a node advertises."""
+
+    def __init__(self) -> None:
+        self.target = 0
+        self.accepted = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, HOST, 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        try:
+            up_r, up_w = await asyncio.open_connection(HOST, self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            w.close()
+
+        for t in (asyncio.create_task(pipe(reader, up_w)), asyncio.create_task(pipe(up_r, writer))):
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_advertised_route_url_is_what_others_dial(cluster: Cluster) -> None:
+    """B advertises another address for its route port (a forwarder): the INFO gossip carries
+    it and a node that learns of B through the seed connects through it."""
+    fwd = Forwarder()
+    await fwd.start()
+    try:
+        a = await cluster.start(node_options("A"))
+        c = await cluster.start(node_options("C", (route_url(a),)))
+        await wait_until(lambda: nroutes(a) == 1 and nroutes(c) == 1)
+        fwd.target = free_port()
+        b = await cluster.start(
+            node_options("B", (route_url(a),), cluster_port=fwd.target, advertise=f"{HOST}:{fwd.port}")
+        )
+        assert b.routes is not None and b.routes.port == fwd.target
+        assert b.routes.route_info()["ip"] == f"nats-route://{HOST}:{fwd.port}/"
+        await wait_until(lambda: all(nroutes(s) == 2 for s in (a, b, c)), what="a full mesh")
+        assert fwd.accepted == 1  # C dialed B at its advertised address
+        b_at_c = c.routes.routes[b.server_id]  # type: ignore[union-attr]
+        assert b_at_c.solicited and b_at_c.url == RouteURL(HOST, fwd.port)
+        assert b_at_c.remote_ip_url == f"nats-route://{HOST}:{fwd.port}/"
+    finally:
+        await cluster.close()
+        cluster.servers.clear()
+        await fwd.close()

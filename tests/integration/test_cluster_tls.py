@@ -89,7 +89,9 @@ async def test_tls_cluster_and_untrusted_peer(
     assert all(nroutes(s) == 2 for s in servers)
     assert "TLS route handshake error: unknown CA" in caplog.text  # the acceptor's verdict
     # and the dialer's: with TLS 1.3 its handshake completed, then the acceptor's alert came
-    dialer = "TLS route closed by the remote before its INFO: our certificate was refused by the peer (unknown CA)"
+    dialer = (
+        "TLS route closed by the remote before its INFO: our certificate was refused by the peer (unknown CA)"
+    )
     await wait_until(lambda: dialer in caplog.text, what="the dialer to name the reason")
 
 

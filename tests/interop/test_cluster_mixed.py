@@ -350,8 +350,16 @@ async def test_varz_client_and_route_counters_match_nats_server(mixed: Mixed) ->
         "B": b.ports["monitoring"][0] + "/varz",
         "P": f"http://{HOST}:{p.http_port}/varz",
     }
-    keys = ("in_msgs", "in_bytes", "out_msgs", "out_bytes", "in_client_msgs", "in_client_bytes",
-            "out_client_msgs", "out_client_bytes")
+    keys = (
+        "in_msgs",
+        "in_bytes",
+        "out_msgs",
+        "out_bytes",
+        "in_client_msgs",
+        "in_client_bytes",
+        "out_client_msgs",
+        "out_client_bytes",
+    )
 
     async def snapshot() -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -414,11 +422,13 @@ async def test_reload_routes_and_permissions_with_nats_server(mixed: Mixed) -> N
     route by reload."""
     import dataclasses
 
-    perms = "  permissions { export: { allow: [\"foo.>\"] } }\n"
+    perms = '  permissions { export: { allow: ["foo.>"] } }\n'
     a = await mixed.nats(nats_conf("A", []).replace("  routes: []\n", "  routes: []\n" + perms))
     p = await mixed.pynatsd("P", ())
     assert p.routes is not None and p.opts.cluster is not None
-    p.reload(dataclasses.replace(p.opts, cluster=dataclasses.replace(p.opts.cluster, routes=(nats_route(a),))))
+    p.reload(
+        dataclasses.replace(p.opts, cluster=dataclasses.replace(p.opts.cluster, routes=(nats_route(a),)))
+    )
     await wait_until(lambda: nroutes(p) == 1, timeout=10, what="the reloaded route")
     (route,) = p.routes.routes.values()
     assert route.remote_export == {"allow": ["foo.>"]}
@@ -457,3 +467,34 @@ async def test_reload_routes_and_permissions_with_nats_server(mixed: Mixed) -> N
     p.reload(dataclasses.replace(p.opts, cluster=dataclasses.replace(p.opts.cluster, routes=())))
     assert nroutes(p) == 0 and not p.routes._dialing
     assert route.closed_reason == "Route Removed"
+
+
+async def test_nats_server_dials_our_advertised_route_url(mixed: Mixed) -> None:
+    """A pynatsd node advertising another address for its route port (a forwarder) joins
+    through a nats-server seed; a second nats-server learns of it by gossip and dials the
+    advertised address."""
+    from tests.helpers.servers import free_port
+    from tests.integration.test_cluster import Forwarder
+
+    fwd = Forwarder()
+    await fwd.start()
+    try:
+        a = await mixed.nats(nats_conf("A", []))
+        c = await mixed.nats(nats_conf("C", [nats_route(a)]))
+        fwd.target = free_port()
+        p = await mixed.pynatsd(
+            "P", (nats_route(a),), cluster_port=fwd.target, advertise=f"{HOST}:{fwd.port}"
+        )
+        assert p.routes is not None
+        await wait_until(lambda: nroutes(p) == 2, timeout=15, what="C to dial P")
+        assert fwd.accepted >= 1
+        by_name = {r.remote_name: r for r in p.routes.routes.values()}
+        assert by_name["A"].solicited and not by_name["C"].solicited  # C came in, via the forwarder
+        na, nc_, np_ = await mixed.client(a.port), await mixed.client(c.port), await mixed.client(p.port)
+        await full_mesh([na, nc_, np_])
+    finally:
+        await mixed.close()
+        mixed.servers.clear()
+        mixed.procs.clear()
+        mixed.clients.clear()
+        await fwd.close()

@@ -429,7 +429,15 @@ class RouteConnection(asyncio.Protocol):
             if self.closed:
                 return
             if tls_transport is None:
-                self.error(f"TLS route handshake error: {err}")
+                if err == "handshake timeout":
+                    # nats-server's two lines for it: the handshake's read error, then the timer's
+                    local = _sockname(self.raw_transport)
+                    self.error(
+                        f"TLS route handshake error: read tcp {local}->{_hostport(self.host, self.port)}: i/o timeout"
+                    )
+                    self.error("TLS handshake timeout")
+                else:
+                    self.error(f"TLS route handshake error: {err}")
                 self.close(REASON_TLS_FAILURE, flush=False)
                 return
             self.transport = tls_transport
@@ -867,6 +875,7 @@ class RouteManager:
         # URL (host, port) -> the task dialing it; one dialer per URL at a time
         self._dialing: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sleep = asyncio.sleep  # the pause between connect attempts (tests watch it)
         self._listener: asyncio.base_events.Server | None = None
         self.cluster_dynamic = not c.name
         self.cluster_name = c.name or secrets.token_urlsafe(16).replace("-", "A").replace("_", "B")[:22]
@@ -944,7 +953,9 @@ class RouteManager:
             now = new_imp is None or new_imp.can_publish(subject)
             if now and not then:
                 parts.append(
-                    rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n) if queue else rp.rs_plus(GLOBAL_ACCOUNT, subject)
+                    rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n)
+                    if queue
+                    else rp.rs_plus(GLOBAL_ACCOUNT, subject)
                 )
             elif then and not now:
                 parts.append(rp.rs_minus(GLOBAL_ACCOUNT, subject, queue))
@@ -1372,7 +1383,7 @@ class RouteManager:
                     retries = self.copts.connect_retries
                     if retries <= 0 or attempts > retries:
                         return
-                await asyncio.sleep(attempt_delay)
+                await self.sleep(attempt_delay)
                 if self.copts.connect_backoff:
                     attempt_delay = min(attempt_delay * 2, CONNECT_MAX_DELAY)
 
@@ -1441,7 +1452,11 @@ class RouteManager:
                 continue
             if perms is not None and not perms.can_publish(subject):
                 continue
-            parts.append(rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n) if queue else rp.rs_plus(GLOBAL_ACCOUNT, subject))
+            parts.append(
+                rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n)
+                if queue
+                else rp.rs_plus(GLOBAL_ACCOUNT, subject)
+            )
         self._send_lines(conn, parts)
 
     def _send_lines(self, conn: RouteConnection, parts: list[bytes]) -> None:
@@ -1731,6 +1746,13 @@ class RouteManager:
 
 def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _sockname(transport: Any) -> str:
+    name = transport.get_extra_info("sockname") if transport is not None else None
+    if isinstance(name, tuple) and len(name) >= 2:
+        return _hostport(str(name[0]), int(name[1]))
+    return "?"
 
 
 def _is_ip(host: str) -> bool:
