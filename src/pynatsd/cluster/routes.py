@@ -36,14 +36,22 @@ How this server takes part in a cluster (behaviour checked against nats-server 2
 - TLS: with ``cluster { tls {} }`` the TLS handshake starts right after TCP connect, before any
   INFO, in both directions; the dialer is the TLS client and both sides present certificates.
   The route port always requires and verifies the peer's certificate (nats-server forces
-  this whatever ``verify`` says). With TLS 1.3 a dialer whose certificate is refused only sees
-  the connection close after its handshake completed; that case is logged as such. Route users
+  this whatever ``verify`` says). With TLS 1.3 a dialer whose certificate is refused only learns
+  it after its handshake completed, from the peer's alert (logged with its reason) or just the
+  close. Route users
   can be mapped from the certificate (``verify_and_map``: an identity equal to the cluster
   authorization user; ``verify_cert_and_check_known_urls``: a DNS name of a configured route).
 - A real server that dials us also tries a dedicated ``$SYS`` route once and drops it itself;
   it answers our lame-duck INFO (``ldm``) by withdrawing our URLs from its clients, and we do
   the same for its. Clients get ``cluster`` and ``connect_urls`` (ours first, then the other
   members') in INFO once a route has registered, unless ``no_advertise``.
+- Counters: the server's ``stats`` becomes a ``ClusterStats`` that keeps the route share of
+  messages, bytes, slow consumers and stale connections apart (counted here only), so /varz's
+  client figures are the totals minus it, as nats-server reports them.
+- Reload (``RouteManager.reload``): added routes are dialed, removed ones closed ("Route
+  Removed") and not re-dialed; changed permissions re-send or withdraw interest and drop learnt
+  interest no longer exported, and a peer's changed permissions make us re-send what it now
+  accepts; a new cluster name is taken at once; timing and retry settings apply from next use.
 """
 
 from __future__ import annotations
