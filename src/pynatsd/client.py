@@ -41,9 +41,11 @@ from pynatsd.protocol.parser import (
     OP_PING,
     OP_PONG,
     OP_PUB,
+    OP_PUBS,
     OP_SUB,
     OP_UNSUB,
     ClientParser,
+    expand_pubs,
 )
 from pynatsd.subjects import num_tokens, subject_has_wildcard, valid_subscribe_subject
 
@@ -209,6 +211,7 @@ class ClientConnection(asyncio.Protocol):
         # settled the question it lets HPUB through and _process closes (silently) when the
         # client did not negotiate headers; afterwards the parser enforces it itself.
         self.parser.headers = server.headers_supported
+        self.parser.runs = True  # runs of same-line PUBs come as OP_PUBS (_process, _pub_run)
         self.transport: Any = None  # where we write: the socket, or the TLS wrapper over it
         self.raw_transport: Any = None
         self.out: list[bytes] = []
@@ -730,6 +733,18 @@ class ClientConnection(asyncio.Protocol):
                     if trace:
                         self._trace_in("PUB", subject, reply, op[3], payload=op[4])
                     self._publish(subject, reply, op[3], op[4], None, 0, None)
+                elif kind == OP_PUBS:
+                    # a run of PUBs with one control line (see the parser): whole, or one by one
+                    subject = op[1]
+                    reply = op[2]
+                    if not (
+                        fast
+                        and not subject.startswith(_RESERVED_PUB)
+                        and not (reply and reply.startswith(_RESERVED_REPLY))
+                        and (not self.pedantic or server.pub_subject_ok(subject))
+                        and self._pub_run(op)
+                    ):
+                        self._process(expand_pubs(op), 0)
                 else:
                     self._process_other(op, kind, trace)
                     fast = self.fast and not trace  # a CONNECT may have changed it
@@ -748,6 +763,88 @@ class ClientConnection(asyncio.Protocol):
                 stats.in_bytes += nbytes
                 stats.out_msgs += nout
                 stats.out_bytes += nout_bytes
+
+    def _pub_run(self, op: tuple[Any, ...]) -> bool:
+        """Deliver an OP_PUBS run on the fast path without going message by message: one match;
+        plain subscribers that take every message get all of the run's MSG frames as one bytes
+        object each; a single queue group gets a random member per message and one bytes object
+        per member. False (nothing done) when the run needs the per-message
+        path (permissions, auto-unsubscribe, echo off, several queue groups, ...)."""
+        _, subject, reply, _szb, header, frames, count = op
+        server = self.server
+        r = server.sublist.match(subject)
+        plain = r.plain
+        queues = r.queues
+        echo = self.echo
+        if queues:
+            if plain or len(queues) > 1:
+                return False
+            targets = queues[0]
+        else:
+            targets = plain
+        flen = len(frames)
+        f = flen // count
+        size = f - len(header) - 2
+        # "PUB <subject> " off a frame leaves "[reply ]size\r\npayload\r\n": the MSG frame's
+        # tail, which follows the subscription's "MSG <subject> <sid> " prefix
+        skip = len(subject) + 5
+        tl = f - skip
+        # Per-message checks that cannot change during the run must pass for all of it; a
+        # receiver that would pass its stall threshold goes message by message (exact stall and
+        # slow-consumer behaviour); two receivers on one connection need per-message
+        # interleaving in its stream.
+        for sub in targets:
+            c = sub.client
+            if (
+                c.perms is not None
+                or c.closed
+                or sub.max_msgs
+                or (c is self and not echo)
+                or c.out_size + c.wbuf + count * (skip + len(sub.sid_sp) + tl) > c.stall_at
+            ):
+                return False
+        if len(targets) > 1 and len({sub.client for sub in targets}) != len(targets):
+            return False
+        nbytes = size * count
+        self.in_msgs += count
+        self.in_bytes += nbytes
+        stats = server.stats
+        stats.in_msgs += count
+        stats.in_bytes += nbytes
+        if not targets:
+            if reply and self.no_responders:
+                for _ in range(count):
+                    self._send_no_responders(subject, reply)
+            return True
+        delivered = 0
+        if queues:
+            n = len(targets)
+            per: list[list[bytes]] = [[] for _ in range(n)]
+            for j in range(skip, flen, f):
+                per[int(_random() * n)].append(frames[j : j + tl])
+            batches = [(sub, tails) for sub, tails in zip(targets, per, strict=True) if tails]
+        else:
+            tails = [frames[j : j + tl] for j in range(skip, flen, f)]
+            batches = [(sub, tails) for sub in targets]
+        for sub, tails in batches:
+            c = sub.client
+            prefix = sub.prefix
+            if prefix is None:  # a wildcard subscription
+                prefix = b"MSG " + subject + b" " + sub.sid_sp
+            msgs = prefix + prefix.join(tails)
+            m = len(tails)
+            c.out.append(msgs)
+            c.out_size += len(msgs)
+            c.out_msgs += m
+            c.out_bytes += size * m
+            sub.delivered += m
+            delivered += m
+            if not c.dirty:
+                c.dirty = True
+                server.mark_dirty(c)
+        stats.out_msgs += delivered
+        stats.out_bytes += delivered * size
+        return True
 
     def _process_other(self, op: tuple[Any, ...], kind: int, trace: bool) -> None:
         if kind == OP_HPUB:

@@ -16,6 +16,15 @@ Op tuples (see /work/notes/interfaces.md):
     (OP_UNSUB, sid, max_msgs)
     (OP_CONNECT, json) (OP_INFO, json) (OP_PING,) (OP_PONG,) (OP_OK,) (OP_ERR, text)
     (OP_CLOSE, err_text | None, closed_reason)   always last; the parser is dead afterwards
+    (OP_PUBS, subject, reply, size_digits, header, frames, count)   only with `runs` on (below)
+
+Runs (opt-in, `ClientParser.runs = True`): a publisher usually sends many PUBs with the same
+control line (same subject, reply and size) back to back. Such a run of `count` frames, each
+`header` (the control line with its CR LF) + payload + CR LF, is checked as a whole: the header
+bytes and the CR LF after each payload are compared column by column over the run with strided
+slices (payloads are opaque, so nothing else needs a look), and the run is returned as one
+OP_PUBS op holding the frames verbatim (`frames`, count * frame length bytes). It stands for
+exactly the `count` OP_PUB ops the parser would otherwise return; `expand_pubs()` gives them.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ OP_PONG: Final = 8
 OP_OK: Final = 9
 OP_ERR: Final = 10
 OP_CLOSE: Final = 11
+OP_PUBS: Final = 12
 
 # -ERR texts and /connz closed reasons the parser can produce (spelled as nats-server does;
 # wire.py re-exports the texts with the other -ERR constants).
@@ -63,6 +73,10 @@ SEP_IGNORE: Final = 2  # everything up to LF is ignored (PING, PONG, +OK)
 
 # General-path ops in a row, with no fast-path progress, after which a chunk stays general.
 _MAX_MISSES: Final = 4
+
+# Runs: the fewest frames worth an OP_PUBS, and the longest control line looked at for one.
+_RUN_MIN: Final = 4
+_RUN_MAX_LINE: Final = 1024
 
 # Scanning results besides an op code.
 _PARTIAL: Final = -1
@@ -108,6 +122,15 @@ def split_whitespace(line: bytes) -> list[bytes]:
     if b"" in args:
         args = [a for a in args if a]
     return args
+
+
+def expand_pubs(op: Op) -> list[Op]:
+    """The OP_PUB ops an OP_PUBS op stands for."""
+    _, subject, reply, szb, header, frames, count = op
+    f = len(frames) // count
+    a = len(header)
+    size = f - a - 2
+    return [(OP_PUB, subject, reply, szb, frames[j : j + size]) for j in range(a, len(frames), f)]
 
 
 class OpTable:
@@ -301,9 +324,11 @@ class ClientParser(LineProtocolParser):
       'C' gives OP_CLOSE("Authorization Violation", "Authentication Failure") at once, as
       nats-server does. It is cleared by the parser itself after a CONNECT op, because the
       connection closes anyway if that CONNECT fails to authenticate.
+    - runs: when True, runs of PUBs with the same control line come as OP_PUBS ops (see the
+      module docstring); off by default.
     """
 
-    __slots__ = ("max_payload", "headers", "expect_connect")
+    __slots__ = ("max_payload", "headers", "expect_connect", "runs")
 
     # The piece-walking fast path in feed(); tests turn it off to check it against _step().
     fast_path = True
@@ -313,6 +338,7 @@ class ClientParser(LineProtocolParser):
         self.max_payload = max_payload
         self.headers = False
         self.expect_connect = False
+        self.runs = False
 
     def feed(self, data: bytes) -> list[Op]:
         """Parse one received chunk; returns the ops it completes (OP_CLOSE last, if any)."""
@@ -342,6 +368,19 @@ class ClientParser(LineProtocolParser):
         # steps in a row with no fast progress (a client writing lower case or bare LFs), the
         # rest of the chunk stays on the general path.
         fast = self.fast_path
+        runs = fast and self.runs
+        if runs and not self.expect_connect:
+            # whole runs first, without splitting them into pieces at all
+            pos = self._pub_run(data, 0, ops)
+            if pos:
+                while True:
+                    p2 = self._pub_run(data, pos, ops)
+                    if p2 == pos:
+                        break
+                    pos = p2
+                if pos >= len(data):
+                    return ops
+                data = data[pos:]
         pieces = data.split(b"\r\n") if fast else [data]
         misses = 0 if fast else _MAX_MISSES
         last = len(pieces) - 1
@@ -385,6 +424,13 @@ class ClientParser(LineProtocolParser):
                         payload = pieces[i + 1]
                         if len(payload) != size or i + 1 == last:
                             break
+                        if runs and i + 4 < last and pieces[i + 2] == line and pieces[i + 4] == line:
+                            p2 = self._pub_run(data, ppos, ops)
+                            if p2 > ppos:
+                                # the run ends on a CR LF, so it covers whole pieces
+                                i += data.count(b"\r\n", ppos, p2)
+                                ppos = p2
+                                continue
                         append((OP_PUB, subject, reply, szb, payload))
                         ppos += len(line) + size + 4
                         i += 2
@@ -452,6 +498,53 @@ class ClientParser(LineProtocolParser):
                 while ppos < pos and i < last:
                     ppos += len(pieces[i]) + 2
                     i += 1
+
+    def _pub_run(self, data: bytes, pos: int, ops: list[Op]) -> int:
+        """A run of at least _RUN_MIN complete PUB frames with the same canonical control line
+        at data[pos:]: appends its OP_PUBS op and returns the position after it (else pos).
+
+        Canonical: "PUB subject [reply] size" with single spaces, then CR LF; such a line is
+        one the fast path reads as it stands, so each frame is exactly the OP_PUB it would give.
+        """
+        eol = data.find(b"\r\n", pos, pos + min(self.max_control_line, _RUN_MAX_LINE) + 2)
+        if eol < 0:
+            return pos
+        line = data[pos:eol]
+        if 10 in line or 13 in line or 9 in line:
+            return pos
+        args = line.split(b" ")
+        if args[0] != b"PUB" or b"" in args:
+            return pos
+        nargs = len(args)
+        if nargs == 3:
+            reply = b""
+            szb = args[2]
+        elif nargs == 4:
+            reply = args[2]
+            szb = args[3]
+        else:
+            return pos
+        size = parse_size(szb)
+        if size < 0 or size > self.max_payload >= 0:
+            return pos
+        a = eol + 2 - pos  # header length
+        f = a + size + 2  # frame length
+        count = (len(data) - pos) // f
+        if count < _RUN_MIN:
+            return pos
+        header = data[pos : eol + 2]
+        # Column o = byte o of every frame: the header's byte, or the CR / LF after the
+        # payload. A column that breaks off shortens the run to the frames before the break.
+        for o in (*range(a), a + size, a + size + 1):
+            col = data[pos + o : pos + count * f : f]
+            b = header[o : o + 1] if o < a else (b"\r" if o == a + size else b"\n")
+            if col.count(b) != count:
+                count -= len(col.lstrip(b))
+                if count < _RUN_MIN:
+                    return pos
+        end = pos + count * f
+        ops.append((OP_PUBS, args[1], reply, szb, header, data[pos:end], count))
+        return end
 
     def _step(self, data: bytes, pos: int, ops: list[Op]) -> int:
         """Parse exactly one op at data[pos:] (the general path, exact in every case).
