@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -112,12 +113,12 @@ def make_cert_set(directory: Path) -> CertSet:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
-    past = {"not_before": now - dt.timedelta(days=30), "not_after": now - dt.timedelta(days=1)}
+    past: dict[str, Any] = {"not_before": now - dt.timedelta(days=30), "not_after": now - dt.timedelta(days=1)}
 
     ca = _make(directory, "ca", name("Test CA", O="pynatsd tests"), None, ca=True)
     (directory / "ca.pem").write_bytes(Path(ca.cert_file).read_bytes())
     signer = (ca.cert, ca.key)
-    server_names = {"dns": ("localhost",), "ips": ("127.0.0.1", "::1")}
+    server_names: dict[str, Any] = {"dns": ("localhost",), "ips": ("127.0.0.1", "::1")}
     server = _make(
         directory,
         "server",
