@@ -167,6 +167,17 @@ class Lexer:
         ch = self._peek()
         return ch == "#" or (ch == "/" and self._peek(1) == "/")
 
+    def _skip_blank(self) -> str:
+        """Skip whitespace (newlines too) and comments; return the next character."""
+        while True:
+            ch = self._peek()
+            if _is_space(ch):
+                self._advance()
+            elif self._at_comment():
+                self._skip_comment()
+            else:
+                return ch
+
     # ---- the token stream ---------------------------------------------------------------------
 
     def tokens(self) -> Iterator[Token]:
@@ -217,14 +228,7 @@ class Lexer:
                 yield val
                 state = self._after_value(val)
             elif state is _State.ARRAY_VALUE:
-                while True:
-                    ch = self._peek()
-                    if _is_space(ch):
-                        self._advance()
-                    elif self._at_comment():
-                        self._skip_comment()
-                    else:
-                        break
+                ch = self._skip_blank()
                 if ch in (",", "/"):
                     self._error("Unexpected array value terminator ','.")
                 if ch == "]":
@@ -279,14 +283,7 @@ class Lexer:
                 return None
 
     def _map_key(self, ctx: list[_Ctx]) -> Token:
-        while True:
-            ch = self._peek()
-            if _is_space(ch):
-                self._advance()
-            elif self._at_comment():
-                self._skip_comment()
-            else:
-                break
+        ch = self._skip_blank()
         if ch == "}":
             line, col = self.line, self._col()
             self._advance()
