@@ -125,6 +125,21 @@ def _nats_version() -> str:
         return "nats-server (version unknown)"
 
 
+def _pynatsd_version() -> str:
+    """The commit of the pynatsd being measured, and whether its sources differ from it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "pynatsd (commit unknown)"
+    if not sha:
+        return "pynatsd (not a git checkout)"
+    return f"pynatsd {sha}" + (" with uncommitted changes in src/" if dirty else "")
+
+
 def header(a: argparse.Namespace, settings: Settings, labels: list[str], rounds: int, title: str) -> str:
     mach = machine_description()
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -135,7 +150,7 @@ def header(a: argparse.Namespace, settings: Settings, labels: list[str], rounds:
         f"- date: {now}",
         f"- machine: {mach['cores']} cores ({mach['cpu']}), {mach['memory']}, Linux {mach['kernel']}, "
         f"load average before the run {load[0]:.2f}",
-        f"- software: Python {platform.python_version()}, {_nats_version()}",
+        f"- software: Python {platform.python_version()}, {_nats_version()}, {_pynatsd_version()}",
         f"- settings: payload {settings.payload} B, "
         + (f"{settings.msgs:,} msgs per run" if settings.msgs else f"{settings.duration:g} s per run")
         + f", {rounds} round(s) of {' / '.join(labels)} (fresh server per run), "
