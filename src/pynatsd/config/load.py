@@ -53,6 +53,7 @@ from pynatsd.config.options import (
 )
 from pynatsd.config.parser import ConfList, ConfMap, Pos, config_digest, parse_file
 from pynatsd.errors import ConfigError
+from pynatsd.monitor.gofmt import go_duration, seconds_to_ns  # pure Go spellings, no I/O
 
 __all__ = ["FlagValues", "load_options", "parse_duration", "format_duration"]
 
@@ -196,32 +197,9 @@ def parse_duration(s: str) -> float:
     return _parse_duration_ns(s) / 1e9
 
 
-def _frac(v: int, prec: int) -> str:
-    whole, rest = divmod(v, 10**prec)
-    if not rest:
-        return str(whole)
-    return f"{whole}." + str(rest).rjust(prec, "0").rstrip("0")
-
-
 def format_duration(seconds: float) -> str:
     """Seconds as Go's ``time.Duration.String()`` writes them ("2m0s", "10s", "500ms")."""
-    ns = round(seconds * 1e9)
-    if ns == 0:
-        return "0s"
-    sign = "-" if ns < 0 else ""
-    u = abs(ns)
-    if u < 1_000:
-        return f"{sign}{u}ns"
-    if u < 1_000_000:
-        return f"{sign}{_frac(u, 3)}\u00b5s"
-    if u < 1_000_000_000:
-        return f"{sign}{_frac(u, 6)}ms"
-    minutes, rest = divmod(u, 60_000_000_000)
-    text = _frac(rest, 9) + "s"
-    if minutes:
-        hours, minutes = divmod(minutes, 60)
-        text = (f"{hours}h" if hours else "") + f"{minutes}m" + text
-    return sign + text
+    return go_duration(seconds_to_ns(seconds))
 
 
 # ---- small helpers ----------------------------------------------------------------------------

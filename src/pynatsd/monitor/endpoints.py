@@ -17,9 +17,9 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
 from pynatsd.config.options import DEFAULT_AUTH_TIMEOUT, DEFAULT_TLS_TIMEOUT, ServerOptions
@@ -29,6 +29,8 @@ from pynatsd.monitor.certwatch import served_not_after
 GLOBAL_ACCOUNT = "$G"
 DEFAULT_LIST_SIZE = 1024  # default /connz and /subsz page size (nats-server's)
 PROTO_VERSION = 1
+
+T = TypeVar("T")
 
 
 class BadRequest(Exception):
@@ -64,34 +66,26 @@ def _gonum(x: float) -> float | int:
 # query parsing (Go's url.Values.Get: first value, "" = absent)
 
 
-def q_bool(query: Mapping[str, str], name: str) -> bool:
+def _query_value(query: Mapping[str, str], name: str, parse: Callable[[str], T], kind: str, absent: T) -> T:
     s = query.get(name, "")
     if s == "":
-        return False
+        return absent
     try:
-        return gofmt.parse_bool(s)
+        return parse(s)
     except gofmt.GoParseError as e:
-        raise BadRequest(f"Error decoding boolean for '{name}': {e}") from None
+        raise BadRequest(f"Error decoding {kind} for '{name}': {e}") from None
+
+
+def q_bool(query: Mapping[str, str], name: str) -> bool:
+    return _query_value(query, name, gofmt.parse_bool, "boolean", False)
 
 
 def q_int(query: Mapping[str, str], name: str) -> int:
-    s = query.get(name, "")
-    if s == "":
-        return 0
-    try:
-        return gofmt.atoi(s)
-    except gofmt.GoParseError as e:
-        raise BadRequest(f"Error decoding int for '{name}': {e}") from None
+    return _query_value(query, name, gofmt.atoi, "int", 0)
 
 
 def q_uint64(query: Mapping[str, str], name: str) -> int:
-    s = query.get(name, "")
-    if s == "":
-        return 0
-    try:
-        return gofmt.parse_uint64(s)
-    except gofmt.GoParseError as e:
-        raise BadRequest(f"Error decoding uint64 for '{name}': {e}") from None
+    return _query_value(query, name, gofmt.parse_uint64, "uint64", 0)
 
 
 def q_subs(query: Mapping[str, str]) -> tuple[bool, bool]:

@@ -13,6 +13,8 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+from pynatsd.protocol.wire import go_quote as go_quote  # Go's %q, one implementation
+
 _NS_PER_S = 1_000_000_000
 _UINT64_MAX = (1 << 64) - 1
 _INT64_MAX = (1 << 63) - 1
@@ -101,31 +103,6 @@ def uptime(seconds: float) -> str:
 
 class GoParseError(ValueError):
     """A value Go's strconv would reject; str() is Go's NumError text."""
-
-
-_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
-
-
-def go_quote(s: str) -> str:
-    """Go's ``%q`` / ``strconv.Quote`` for a string."""
-    out = ['"']
-    for ch in s:
-        if ch == '"' or ch == "\\":
-            out.append("\\" + ch)
-        elif ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ch == " " or (ch.isprintable() and not ch.isspace()):
-            out.append(ch)
-        else:
-            cp = ord(ch)
-            if cp < 0x80:
-                out.append(f"\\x{cp:02x}")
-            elif cp < 0x10000:
-                out.append(f"\\u{cp:04x}")
-            else:
-                out.append(f"\\U{cp:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def _num_error(func: str, s: str, what: str) -> GoParseError:
