@@ -88,7 +88,7 @@ from pynatsd.cluster.protocol import (
 )
 from pynatsd.log import TRACE
 from pynatsd.protocol import wire
-from pynatsd.server import ServerStats
+from pynatsd.server import ServerStats, go_field
 from pynatsd.subjects import MatchResult, SubjectTrie
 
 if TYPE_CHECKING:
@@ -287,10 +287,6 @@ class ClusterStats(ServerStats):
     @property
     def stale_connections_clients(self) -> int:
         return self.stale_connections - self.stale_connections_routes
-
-
-def _go_quote(s: str) -> str:
-    return wire.go_quote(s)
 
 
 class RouteConnection(asyncio.Protocol):
@@ -634,7 +630,7 @@ class RouteConnection(asyncio.Protocol):
             return
         gw = doc.get("gateway")
         if gw:
-            text = f"Rejecting connection from gateway {_go_quote(str(gw))} on the Route port"
+            text = f"Rejecting connection from gateway {wire.go_quote(str(gw))} on the Route port"
             self.error(text)
             self.close(REASON_WRONG_GATEWAY, text)
             return
@@ -643,7 +639,7 @@ class RouteConnection(asyncio.Protocol):
             theirs = ""
         if theirs != mgr.cluster_name:
             if not mgr.adopt_cluster_name(theirs, bool(doc.get("cluster_dynamic"))):
-                text = f"Rejecting connection, cluster name {_go_quote(theirs)} does not match {_go_quote(mgr.cluster_name)}"
+                text = f"Rejecting connection, cluster name {wire.go_quote(theirs)} does not match {wire.go_quote(mgr.cluster_name)}"
                 self.error(text)
                 self.close(REASON_CLUSTER_NAME, text)
                 return
@@ -677,13 +673,13 @@ class RouteConnection(asyncio.Protocol):
             if account not in self._ignored_accounts:
                 # a real server always sends its system account's interest ($SYS)
                 self._ignored_accounts.add(account)
-                acc = _go_quote(account.decode("utf-8", "replace"))
+                acc = wire.go_quote(account.decode("utf-8", "replace"))
                 self.debug(f"Ignoring interest in account {acc}: only $G is carried")
             return
         mgr = self.manager
         if mgr.export_perms is not None and not mgr.export_perms.can_subscribe(subject):
             self.debug(
-                f"Can not export {_go_quote(subject.decode('utf-8', 'replace'))}, ignoring remote subscription request"
+                f"Can not export {wire.go_quote(subject.decode('utf-8', 'replace'))}, ignoring remote subscription request"
             )
             return
         key = (subject, queue)
@@ -694,7 +690,7 @@ class RouteConnection(asyncio.Protocol):
                 mgr.remote.insert(subject, queue, rs)
             except ValueError:
                 self.error(
-                    f"Could not insert subscription: invalid subject {_go_quote(subject.decode('utf-8', 'replace'))}"
+                    f"Could not insert subscription: invalid subject {wire.go_quote(subject.decode('utf-8', 'replace'))}"
                 )
                 self.enqueue(rp.err_line("Invalid Subscription"))
                 return
@@ -1097,7 +1093,7 @@ class RouteManager:
             "server_name": server.server_name,
             "version": NATS_SERVER_COMPAT_VERSION,
             "proto": ROUTE_PROTO,
-            "go": _go_field(),
+            "go": go_field(),
             "host": host,
             "port": port,
             "headers": server.headers_supported,
@@ -1234,13 +1230,13 @@ class RouteManager:
                 return
         name = str(info.get("server_name") or "")
         if not conn.solicited and name and name == server.server_name:
-            conn.error(f"Remote server has a duplicate name: {_go_quote(name)}")
+            conn.error(f"Remote server has a duplicate name: {wire.go_quote(name)}")
             conn.close(REASON_DUPLICATE_NAME)
             return
         acc = info.get("route_account")
         if acc:
             conn.no_reconnect = True
-            text = f"Not possible to have a dedicated route for account {_go_quote(str(acc))} between those servers"
+            text = f"Not possible to have a dedicated route for account {wire.go_quote(str(acc))} between those servers"
             conn.error(text)
             conn.close(REASON_PROTOCOL, text)
             return
@@ -1281,12 +1277,12 @@ class RouteManager:
                 existing.rtype = EXPLICIT
             existing.retry = True
             conn.no_reconnect = True
-            conn.debug(f"Detected duplicate remote route {_go_quote(rid)}")
+            conn.debug(f"Detected duplicate remote route {wire.go_quote(rid)}")
             conn.close(REASON_DUPLICATE_ROUTE)
             return
         self.routes[rid] = conn
         conn.registered = True
-        conn.debug(f"Registering remote route {_go_quote(rid)}")
+        conn.debug(f"Registering remote route {wire.go_quote(rid)}")
         if len(self.routes) > 1:
             self._gossip_new_route(conn, info)
         if conn.connect_urls and not self.copts.no_advertise:
@@ -1317,12 +1313,12 @@ class RouteManager:
                 kept.solicited = True
                 if conn.rtype == EXPLICIT:
                     kept.rtype = EXPLICIT
-            log.debug("Not attempting reconnect for solicited route, already connected to %s", _go_quote(rid))
+            log.debug("Not attempting reconnect for solicited route, already connected to %s", wire.go_quote(rid))
             return
         if rid and rid == self.server.server_id:
             return
         if conn.rtype != IMPLICIT or retry_implicit:
-            log.debug("Attempting reconnect for solicited route %s", _go_quote(conn.url.redacted()))
+            log.debug("Attempting reconnect for solicited route %s", wire.go_quote(conn.url.redacted()))
             delay = random.random() * 0.1
             if conn.rtype == EXPLICIT:
                 delay += RECONNECT_DELAY
@@ -1365,7 +1361,7 @@ class RouteManager:
             if rtype == EXPLICIT and not self._still_configured(url):
                 log.debug(
                     "Not attempting to connect to explicit route %s, no longer configured",
-                    _go_quote(str(url)),
+                    wire.go_quote(str(url)),
                 )
                 return
             log.debug("Trying to connect to route on %s", url.hostport)
@@ -1431,7 +1427,7 @@ class RouteManager:
         if info.get("gateway"):
             log.error(
                 "Received information about gateway %s from %s, but gateway is not configured",
-                _go_quote(str(info.get("gateway"))),
+                wire.go_quote(str(info.get("gateway"))),
                 conn.remote_id,
             )
             return
@@ -1786,12 +1782,6 @@ def _local_ips() -> list[str]:
     except OSError:
         pass
     return ips
-
-
-def _go_field() -> str:
-    from pynatsd.server import go_field
-
-    return go_field()
 
 
 def _route_permissions(perms: Any) -> tuple[Any, Any]:

@@ -385,6 +385,13 @@ class _Loader:
     def bool_(self, v: Any, key: str, pos: Pos | None) -> bool:
         return bool(self.want(v, (bool,), "a boolean (true/false)", key, pos))
 
+    def listen_(self, v: Any, pos: Pos | None) -> tuple[str, int]:
+        """A ``listen``-style "host:port" (or bare port) value."""
+        try:
+            return parse_listen(v)
+        except ValueError as e:
+            self.err(str(e), pos)
+
     def map_(self, v: Any, key: str, pos: Pos | None) -> ConfMap:
         if not isinstance(v, ConfMap):
             self.err(f"{_go_quote(key)}: expected a map ({{ ... }}), got {_tname(v)}{_show(v)}", pos)
@@ -447,10 +454,7 @@ class _Loader:
         kw = self.kw
         lk = k.lower()
         if lk == "listen":
-            try:
-                host, port = parse_listen(v)
-            except ValueError as e:
-                self.err(str(e), pos)
+            host, port = self.listen_(v, pos)
             kw["host"] = host
             kw["port"] = port
         elif lk == "port":
@@ -548,17 +552,11 @@ class _Loader:
             tls = self.tls(v, k, pos, client_ctx=True)
             kw["tls"] = tls
         elif lk == "http":
-            try:
-                host, port = parse_listen(v)
-            except ValueError as e:
-                self.err(str(e), pos)
+            host, port = self.listen_(v, pos)
             kw["http_host"] = host
             kw["http_port"] = port
         elif lk == "https":
-            try:
-                host, port = parse_listen(v)
-            except ValueError as e:
-                self.err(str(e), pos)
+            host, port = self.listen_(v, pos)
             kw["http_host"] = host
             kw["https_port"] = port
         elif lk in ("http_port", "monitor_port"):
@@ -1036,10 +1034,7 @@ class _Loader:
                     self.err("cluster name cannot contain spaces", kpos)
                 o["name"] = name
             elif lk == "listen":
-                try:
-                    host, port = parse_listen(cv)
-                except ValueError as e:
-                    self.err(str(e), kpos)
+                host, port = self.listen_(cv, kpos)
                 o["host"] = host or DEFAULT_HOST
                 o["port"] = port
             elif lk == "port":
