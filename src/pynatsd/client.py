@@ -207,10 +207,10 @@ class ClientConnection(asyncio.Protocol):
         self.authenticated = False
         self.first_pong_sent = False
         self.parser = ClientParser(opts.max_control_line, opts.max_payload)
-        # The parser reads a whole chunk before its CONNECT is handled, so until a CONNECT has
-        # settled the question it lets HPUB through and _process closes (silently) when the
-        # client did not negotiate headers; afterwards the parser enforces it itself.
-        self.parser.headers = server.headers_supported
+        # The parser stops after each CONNECT (the rest waits in it, see _feed) so the CONNECT is
+        # applied first: HPUB is allowed from the op after a CONNECT that negotiated headers
+        # (_connect_finish sets parser.headers), and closes silently before, as in nats-server.
+        self.parser.stop_after_connect = True
         self.parser.runs = True  # runs of same-line PUBs come as OP_PUBS (_process, _pub_run)
         self.transport: Any = None  # where we write: the socket, or the TLS wrapper over it
         self.raw_transport: Any = None
@@ -376,15 +376,24 @@ class ClientConnection(asyncio.Protocol):
                 self._start_tls(data, first=False)
                 return
         self._last_in = time.time()
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        """Parse and handle received bytes, including what the parser held after a CONNECT."""
+        parser = self.parser
         try:
-            ops = self.parser.feed(data)
             if self._backlog is not None:
-                self._backlog.extend(ops)
+                parser.hold(data)  # a CONNECT waits on bcrypt: parsed once it is decided
                 return
-            if ops:
-                self._process(ops, 0)
-                if self.stall and not self.closed:
-                    self._stall_reading()
+            ops = parser.feed(data)
+            while True:
+                if ops:
+                    self._process(ops, 0)
+                if not parser.held or self.closed or self._backlog is not None:
+                    break
+                ops = parser.feed(b"")
+            if self.stall and not self.closed:
+                self._stall_reading()
         except Exception as e:  # a fault handling one connection closes only that connection
             log.error("%s - Internal error: %r", self._prefix(), e, exc_info=log.isEnabledFor(logging.DEBUG))
             self.close(REASON_PROTOCOL_VIOLATION, flush=False)
@@ -990,6 +999,8 @@ class ClientConnection(asyncio.Protocol):
         self._connect_finish(result)
         if not self.closed and backlog:
             self._process(backlog, 0)
+        if not self.closed and self._backlog is None and self.parser.held:
+            self._feed(b"")
 
     def _connect_finish(self, result: AuthResult | None) -> None:
         server = self.server

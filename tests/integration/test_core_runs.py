@@ -165,3 +165,33 @@ def test_large_stream_over_many_reads_and_queue_group(server_factory: Callable[.
 
     got = both(server_factory, case)
     assert isinstance(got, list) and [f[4] for f in got[0]] == payloads
+
+
+# --- what follows CONNECT in the same chunk is parsed with the CONNECT applied ----------------
+
+HPUB_AFTER_CONNECT = [
+    b"HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n",
+    b'CONNECT {"verbose":false}\r\nHPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n',
+    b'CONNECT {"verbose":false}\r\nHPUB foo 12 99999999\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n',
+    b'CONNECT {"verbose":false}\r\nHPUB foo 12 14\r\nNATS/1.0\r\n\r\nhiXX\r\nPING\r\n',
+    b'CONNECT {"verbose":false,"headers":true}\r\nHPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n',
+    b'CONNECT {"verbose":false,"headers":true}\r\nHPUB foo 12 99999999\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n',
+]
+
+
+def test_hpub_in_the_chunk_of_its_connect(server_factory: Callable[..., ServerProcess]) -> None:
+    def case(s: ServerProcess) -> object:
+        out = []
+        for data in HPUB_AFTER_CONNECT:
+            with RawClient(s.host, s.port, timeout=10.0) as c:
+                c.read_info()
+                c.send(data)
+                try:
+                    got = c.read_until(b"PONG\r\n")
+                except EOFError:
+                    got = c.expect_eof() + b"<EOF>"
+                out.append(got)
+        return out
+
+    got = both(server_factory, case)
+    assert isinstance(got, list) and got[0] == b"<EOF>" and got[4] == b"PONG\r\n"

@@ -1,5 +1,6 @@
-"""ClientParser with `runs` on: runs of PUBs with one control line come as OP_PUBS ops, which
-must stand for exactly the OP_PUB ops the parser gives with runs off, however the stream is cut."""
+"""ClientParser options for the connection's hot path: with `runs` on, runs of PUBs with one
+control line come as OP_PUBS ops, which must stand for exactly the OP_PUB ops the parser gives
+with runs off, however the stream is cut; `stop_after_connect` holds what follows a CONNECT."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from hypothesis import strategies as st
 
 from pynatsd.protocol.parser import (
     OP_CLOSE,
+    OP_CONNECT,
+    OP_HPUB,
     OP_PING,
     OP_PUB,
     OP_PUBS,
@@ -148,3 +151,39 @@ _FRAMES = [
 def test_random_streams_agree_with_runs_off(parts: list[tuple[bytes, int]], cuts: list[int]) -> None:
     data = b"".join(frame * n for frame, n in parts)
     check(data, cuts=sorted({c % (len(data) + 1) for c in cuts}))
+
+
+# --- stop_after_connect (not about runs, but about what a chunk holds after CONNECT) ---------
+
+
+def test_stop_after_connect_holds_the_rest_of_the_chunk() -> None:
+    p = ClientParser()
+    p.stop_after_connect = True
+    data = b'CONNECT {"headers":true}\r\nHPUB a 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n'
+    ops = p.feed(data)
+    assert ops == [(OP_CONNECT, b'{"headers":true}')]
+    assert p.held
+    p.headers = True  # what the connection does when it applies the CONNECT
+    assert p.feed(b"") == [(OP_HPUB, b"a", b"", b"12", b"14", 12, b"NATS/1.0\r\n\r\nhi"), (OP_PING,)]
+    assert not p.held
+    assert p.feed(b"") == []
+
+
+def test_stop_after_connect_without_headers_closes_silently_on_hpub() -> None:
+    p = ClientParser(max_payload=4)
+    p.stop_after_connect = True
+    assert [op[0] for op in p.feed(b"CONNECT {}\r\nHPUB a 12 99\r\nNATS/1.0\r\n\r\nhi\r\n")] == [OP_CONNECT]
+    # headers not negotiated: the oversized HPUB closes silently, not with a max_payload -ERR
+    assert p.feed(b"") == [(OP_CLOSE, None, "Protocol Violation")]
+    assert not p.held
+
+
+def test_stop_after_connect_hold_and_partial_ops() -> None:
+    p = ClientParser()
+    p.stop_after_connect = True
+    assert [op[0] for op in p.feed(b"CONNECT {}\r\nPI")] == [OP_CONNECT]
+    p.hold(b"NG\r\nPUB a 1\r\n")
+    assert p.feed(b"x\r\n") == [(OP_PING,), (OP_PUB, b"a", b"", b"1", b"x")]
+    assert [op[0] for op in p.feed(b"CONNECT {}\r\n")] == [OP_CONNECT]
+    assert not p.held  # nothing after it
+    assert p.feed(b"PING\r\n") == [(OP_PING,)]

@@ -326,9 +326,12 @@ class ClientParser(LineProtocolParser):
       connection closes anyway if that CONNECT fails to authenticate.
     - runs: when True, runs of PUBs with the same control line come as OP_PUBS ops (see the
       module docstring); off by default.
+    - stop_after_connect: when True, feed() returns right after a CONNECT op and keeps the rest
+      of the chunk (`held` is then True); `feed(b"")` goes on with it. So the connection can
+      apply the CONNECT (headers) before the ops sent with it are parsed. Off by default.
     """
 
-    __slots__ = ("max_payload", "headers", "expect_connect", "runs")
+    __slots__ = ("max_payload", "headers", "expect_connect", "runs", "stop_after_connect", "_held")
 
     # The piece-walking fast path in feed(); tests turn it off to check it against _step().
     fast_path = True
@@ -339,10 +342,27 @@ class ClientParser(LineProtocolParser):
         self.headers = False
         self.expect_connect = False
         self.runs = False
+        self.stop_after_connect = False
+        self._held = b""
+
+    @property
+    def held(self) -> bool:
+        """Bytes after a CONNECT wait for the next feed() (see stop_after_connect)."""
+        return bool(self._held) and not self._dead
+
+    def hold(self, data: bytes) -> None:
+        """Keep received bytes unparsed until the next feed() (while a CONNECT is undecided).
+        Only right after a CONNECT op, when the parser stands between two ops."""
+        self._held += data
 
     def feed(self, data: bytes) -> list[Op]:
         """Parse one received chunk; returns the ops it completes (OP_CLOSE last, if any)."""
-        if self._dead or not data:
+        if self._dead:
+            return []
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        elif not data:
             return []
         ops: list[Op] = []
         if self._pend is not None:
@@ -650,6 +670,9 @@ class ClientParser(LineProtocolParser):
         elif op == OP_CONNECT:
             ops.append((OP_CONNECT, line))
             self.expect_connect = False
+            if self.stop_after_connect and eol + 1 < len(data):
+                self._held = data[eol + 1 :]
+                return -1
         elif op == OP_INFO:
             ops.append((OP_INFO, line))
         else:  # OP_ERR: the server closes the connection; nothing after it is parsed
