@@ -167,6 +167,17 @@ class Lexer:
         ch = self._peek()
         return ch == "#" or (ch == "/" and self._peek(1) == "/")
 
+    def _raw_quoted(self, eof_message: str, line: int) -> str:
+        """The text between the quote at the cursor and the next same quote (no escapes: keys and
+        include paths); the cursor ends after the closing quote."""
+        quote = self._advance()
+        end = self.s.find(quote, self.i)
+        if end < 0:
+            self._error(eof_message, line)
+        text = self.s[self.i : end]
+        self._jump(end + 1)
+        return text
+
     def _skip_blank(self) -> str:
         """Skip whitespace (newlines too) and comments; return the next character."""
         while True:
@@ -300,13 +311,7 @@ class Lexer:
         if ch in _KEY_SEP:
             self._error(f"Unexpected key separator '{ch}'.")
         if ch in ("'", '"'):
-            self._advance()
-            end = self.s.find(ch, self.i)
-            if end < 0:
-                self._error("Unexpected EOF in a quoted key.", line)
-            key = self.s[self.i : end]
-            self._jump(end + 1)
-            return Token(Tok.KEY, key, line, col)
+            return Token(Tok.KEY, self._raw_quoted("Unexpected EOF in a quoted key.", line), line, col)
         start = self.i
         while True:
             ch = self._peek()
@@ -329,13 +334,7 @@ class Lexer:
         line, col = self.line, self._col()
         ch = self._peek()
         if ch in ("'", '"'):
-            self._advance()
-            end = self.s.find(ch, self.i)
-            if end < 0:
-                self._error("Unexpected EOF in quoted include", line)
-            path = self.s[self.i : end]
-            self._jump(end + 1)
-            return Token(Tok.INCLUDE, path, line, col)
+            return Token(Tok.INCLUDE, self._raw_quoted("Unexpected EOF in quoted include", line), line, col)
         what = {
             "[": "start of an array",
             "{": "start of a map",
