@@ -297,16 +297,6 @@ class Authorizer:
             return BcryptCheck(configured, given or "", result)
         return result if ok else None
 
-    def authenticate_cert(self, identities: Sequence[str]) -> User | None:
-        """The first configured user named by one of ``identities`` (literal names in the
-        order given, e.g. ``pynatsd.tls.identity.cert_identities``); users that may not use a
-        client connection are passed over."""
-        for ident in identities:
-            user = self.users.get(ident)
-            if user is not None and self._standard_allowed(user):
-                return user
-        return None
-
     def user_still_valid(self, result: AuthResult) -> bool:
         """On reload: False when the client's user was removed or moved to another account."""
         if result.user is None or result.method not in ("user", "cert", "no_auth_user"):

@@ -218,17 +218,6 @@ def configure_logging(opts: ServerOptions) -> None:
     _handler = handler
 
 
-def reset_logging() -> None:
-    """Remove the handler installed by ``configure_logging`` (tests, embedding)."""
-    global _handler
-    if _handler is not None:
-        logger.removeHandler(_handler)
-        _handler.close()
-        _handler = None
-    logger.propagate = True
-    logger.setLevel(logging.NOTSET)
-
-
 def reopen_log_file() -> None:
     """SIGUSR1: reopen the log file so an external rotation takes effect."""
     if isinstance(_handler, ReopenableFileHandler):

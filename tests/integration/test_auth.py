@@ -212,13 +212,3 @@ async def test_reload_users() -> None:
         await keep.close()
         nc = await connect(s, user="pw", password="new")
         await nc.close()
-
-
-def test_authenticate_cert_order() -> None:
-    from pynatsd.auth import Authorizer
-
-    auth = Authorizer(users(User("CN=alice,O=Org"), User("alice@example.com"), User("svc.example.com")))
-    user = auth.authenticate_cert(["nobody@x", "svc.example.com", "CN=alice,O=Org"])
-    assert user is not None and user.username == "svc.example.com"
-    assert auth.authenticate_cert(["unknown"]) is None
-
