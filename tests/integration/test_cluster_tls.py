@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.helpers.certs import CertSet, make_cert_set
+from tests.integration import test_cluster
 from tests.integration.test_cluster import (
     Cluster,
     Inbox,
@@ -24,14 +24,7 @@ from tests.integration.test_cluster import (
 
 from pynatsd.config.options import TLSOptions
 
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        await c.close()
+cluster = test_cluster.cluster  # the same fixture: nodes shut down after the test
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from tests.helpers.certs import CertSet, make_cert_set
 from tests.helpers.rawclient import AsyncRawClient
 from tests.helpers.servers import free_port
+from tests.integration import test_cluster
 from tests.integration.test_cluster import (
     HOST,
     Cluster,
@@ -32,14 +32,7 @@ from pynatsd.config.options import Permissions, ServerOptions, SubjectPermission
 from pynatsd.errors import ConfigError
 from pynatsd.server import Server
 
-
-@pytest.fixture
-async def cluster() -> AsyncIterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        await c.close()
+cluster = test_cluster.cluster  # the same fixture: nodes shut down after the test
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,10 @@ from pynatsd.config.options import TLSOptions
 from tests.helpers.certs import CertSet, make_cert_set
 from tests.integration.test_cluster import HOST, Inbox, nroutes, route_url, wait_until
 from tests.integration.test_cluster_tls import rogue_cert
+from tests.interop import test_cluster_mixed
 from tests.interop.test_cluster_mixed import Mixed, full_mesh, nats_conf, nats_route, start_mixed
 
-
-@pytest.fixture
-async def mixed() -> AsyncIterator[Mixed]:
-    m = Mixed()
-    try:
-        yield m
-    finally:
-        await m.close()
+mixed = test_cluster_mixed.mixed  # the same fixture: every node stopped after the test
 
 
 def nats_tls_block(certs: CertSet, cert: tuple[str, str] | None = None) -> str:
