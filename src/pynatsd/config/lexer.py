@@ -28,6 +28,15 @@ from typing import NoReturn
 from pynatsd.errors import ConfigError
 
 
+class ConfigSyntaxError(ConfigError):
+    """A syntax error in a config file; printed with nats-server's ``Parse error on line N: '...'``
+    wording after our ``file:line:`` (process harnesses, e.g. nats.py's, look for "Parse error")."""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file else ""
+        return f"{where}Parse error on line {self.line}: '{self.message}'"
+
+
 class Tok(enum.Enum):
     KEY = "key"
     INCLUDE = "include"
@@ -146,7 +155,7 @@ class Lexer:
 
     def _error(self, message: str, line: int | None = None) -> NoReturn:
         message = message.replace("\n", "\\n")  # one line, even when quoting a key
-        raise ConfigError(message, self.file, self.line if line is None else line)
+        raise ConfigSyntaxError(message, self.file, self.line if line is None else line)
 
     def _hint(self) -> str:
         if self._bracket_hint is None:
