@@ -73,6 +73,91 @@ def frames_per_write(frame_len: int) -> int:
     return max(1, WRITE_TARGET // frame_len)
 
 
+def indexed_payload(i: int, size: int) -> bytes:
+    """Frame i's payload: its index in hex, then filler, so a checker can tell frames apart."""
+    return ((b"%08x" % i) + b"x" * size)[:size]
+
+
+class Block:
+    """The publisher's pre-built write: about 512 KiB of PUB frames on one subject, the sizes
+    cycling through ``sizes``, each payload distinct (its index within the block). The MSG
+    frames a subscriber gets are known from it: byte counts for any number of messages, and
+    what each delivered frame must look like."""
+
+    def __init__(self, sizes: list[int], subject: bytes = SUBJECT, sid: bytes = SUB_SID) -> None:
+        self.sizes, self.subject, self.sid = list(sizes), subject, sid
+        mean = sum(len(pub_frame(z, subject)) for z in self.sizes) / len(self.sizes)
+        k = frames_per_write(int(mean))
+        k = max(len(self.sizes), k - k % len(self.sizes))
+        self.count = k
+        self.payloads = [indexed_payload(i, self.sizes[i % len(self.sizes)]) for i in range(k)]
+        self.pub = b"".join(b"PUB " + subject + b" %d\r\n" % len(p) + p + b"\r\n" for p in self.payloads)
+        self.msg_lens = [len(msg_header(len(p), subject, sid)) + len(p) + 2 for p in self.payloads]
+        self.msg = b"".join(msg_header(len(p), subject, sid) + p + b"\r\n" for p in self.payloads)
+
+    def pub_prefix(self, n: int) -> bytes:
+        """The PUB frames of the block's first n messages (a run's remainder)."""
+        return b"".join(b"PUB " + self.subject + b" %d\r\n" % len(p) + p + b"\r\n" for p in self.payloads[:n])
+
+    def msg_prefix(self, n: int) -> bytes:
+        return self.msg[:sum(self.msg_lens[:n])]
+
+    def delivered_bytes(self, msgs: int) -> int:
+        """Bytes of MSG frames for the first ``msgs`` messages of a run of repeated blocks."""
+        whole, rest = divmod(msgs, self.count)
+        return whole * len(self.msg) + sum(self.msg_lens[:rest])
+
+    def check(self, data: bytes | bytearray, in_order: bool = True, limit: int = 65536) -> str | None:
+        """Check the MSG frames in (the first ``limit`` bytes of) a received chunk, from the
+        first frame start on: subject, sid, size and payload must be ones we published, the
+        payload the one its index names, and (``in_order``: a subscriber that gets every
+        message) each the one after the last. Returns what is wrong, or None."""
+        last = -1
+        pos = data.find(b"MSG ")
+        if pos < 0:
+            return None  # inside a large payload
+        head = b"MSG " + self.subject + b" " + self.sid + b" "
+        end = min(len(data), pos + limit)
+        while pos < end:
+            if data[pos:pos + len(PING)] == PING:
+                pos += len(PING)
+                continue
+            eol = data.find(b"\r\n", pos, pos + 64)
+            if eol < 0:
+                return None if len(data) - pos < 64 else f"no control line at {bytes(data[pos:pos + 40])!r}"
+            if data[pos:pos + len(head)] != head:
+                return f"unexpected frame {bytes(data[pos:eol])!r}"
+            try:
+                size = int(data[pos + len(head):eol])
+            except ValueError:
+                return f"bad size in {bytes(data[pos:eol])!r}"
+            start, stop = eol + 2, eol + 2 + size
+            if stop + 2 > len(data):
+                return None
+            payload = bytes(data[start:stop])
+            if data[stop:stop + 2] != b"\r\n":
+                return f"frame of {size} bytes not followed by CRLF"
+            if size >= 8:
+                try:
+                    i = int(payload[:8], 16)
+                except ValueError:
+                    return f"payload not ours: {payload[:16]!r}"
+                if i >= self.count or self.payloads[i] != payload:
+                    return f"payload {payload[:16]!r}... ({size} bytes) is not message {i}'s"
+                if in_order and last >= 0 and i != (last + 1) % self.count:
+                    return f"message {i} after message {last}"
+                last = i
+            elif size not in self.sizes:
+                return f"size {size} never published"
+            pos = stop + 2
+        return None
+
+
+def mixed_sizes(payload: int) -> list[int]:
+    """Eight sizes from half to one and a half times ``payload``, averaging ``payload``."""
+    return [max(1, payload * k // 8) for k in (4, 5, 6, 7, 9, 10, 11, 12)]
+
+
 # -- connections -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TLSSpec:
@@ -210,7 +295,7 @@ class _TLSReader:
                 return got
 
 
-def _subscriber(idx: int, port: int, tls: TLSSpec, sub_line: bytes, header: bytes,
+def _subscriber(idx: int, port: int, tls: TLSSpec, sub_line: bytes, block: Block, in_order: bool,
                 nbytes: Any, tlast: Any, events: Any) -> None:
     recv_into: Callable[[bytearray], int]
     try:
@@ -227,33 +312,33 @@ def _subscriber(idx: int, port: int, tls: TLSSpec, sub_line: bytes, header: byte
     now = time.perf_counter
     total = 0
     try:
+        # Every 64th read (and the first) is checked frame by frame: cheap, and a server that
+        # delivered the right number of bytes but the wrong frames cannot pass.
         n = recv_into(buf)
-        first = bytes(buf[:n])
-        while first.startswith(PING):  # the server's RTT ping may come first
-            first = first[len(PING):]
-        if first[:len(header)] != header[:len(first)]:
-            events.put(("error", idx, f"unexpected delivery {first[:80]!r}"))
-        total = n
-        nbytes[idx] = total
-        tlast[idx] = now()
+        reads = 0
         while n:
-            n = recv_into(buf)
             total += n
             nbytes[idx] = total
             tlast[idx] = now()
+            if not reads & 63:
+                problem = block.check(buf[:n], in_order)
+                if problem:
+                    events.put(("error", idx, f"subscriber {idx}: {problem}"))
+            reads += 1
+            n = recv_into(buf)
     except OSError as e:
         events.put(("closed", idx, f"{e!r} after {total} bytes"))
         return
     events.put(("closed", idx, f"EOF after {total} bytes"))
 
 
-def _publisher(idx: int, port: int, tls: TLSSpec, frame: bytes, duration: float, msgs: int,
+def _publisher(idx: int, port: int, tls: TLSSpec, blk: Block, duration: float, msgs: int,
                go: Any, events: Any) -> None:
     try:
         sock = nats_connect(port, tls.client_context(), name=f"pub{idx}")
-        k = frames_per_write(len(frame))
-        block = frame * k
-        tail = frame * (msgs % k) if msgs else b""
+        k = blk.count
+        block = blk.pub
+        tail = blk.pub_prefix(msgs % k) if msgs else b""
         events.put(("ready", idx))
         go.wait()
         sendall, now = sock.sendall, time.perf_counter
@@ -498,6 +583,7 @@ class PubSubResult:
     delivered: int       # messages received by all subscribers together
     elapsed: float       # first send -> last receive (or PONG for pub-only)
     server_cpu: float    # server CPU seconds during the run
+    payload: int = 0     # payload bytes published
     gen_cpu: float = 0.0  # the generator's CPU seconds (its processes' whole lives)
     gen_peak: float = 0.0  # the busiest generator process's share of a core during the run
 
@@ -506,29 +592,29 @@ class PubSubResult:
         return self.msgs / self.elapsed
 
 
-def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool, size: int,
+def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool, sizes: list[int],
                duration: float, msgs: int = 0, blast: bool = False, stall: float = 10.0) -> PubSubResult:
-    """One publisher (or, with ``blast``, the self-check sink itself) -> ``subs`` subscribers.
+    """One publisher (or, with ``blast``, the self-check sink itself) -> ``subs`` subscribers,
+    payload sizes cycling through ``sizes``.
 
     Plain subscribers must each get every message; a queue group must get each message once.
     """
-    header = msg_header(size)
-    frame_len = len(msg_frame(size))
+    blk = Block(sizes)
     sub_line = b"SUB " + SUBJECT + (b" " + QUEUE if queue else b"") + b" " + SUB_SID + b"\r\n"
     nbytes = multiprocessing.sharedctypes.RawArray("q", max(subs, 1))
     tlast = multiprocessing.sharedctypes.RawArray("d", max(subs, 1))
     with _Children() as ch:
         for i in range(subs):
-            ch.spawn(_subscriber, i, port, tls, sub_line, header, nbytes, tlast, ch.events)
+            ch.spawn(_subscriber, i, port, tls, sub_line, blk, not queue, nbytes, tlast, ch.events)
         ch.wait_for("ready", subs, 30, probe.alive)
         go = _ctx.Event()
         if not blast:
-            ch.spawn(_publisher, 100, port, tls, pub_frame(size), duration, msgs, go, ch.events)
+            ch.spawn(_publisher, 100, port, tls, blk, duration, msgs, go, ch.events)
             ch.wait_for("ready", 1, 30, probe.alive)
         cpu0 = probe.cpu_seconds()
         snap0 = ch.snapshot()
         if blast:
-            t0, sent = _trigger_blast(port, duration, msgs)
+            t0, sent = _trigger_blast(port, duration, msgs, sizes)
         else:
             go.set()
             ch.wait_for("result", 1, duration + 120, probe.alive)
@@ -538,7 +624,8 @@ def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool,
             t_end = ch.results[100]["t_pong"]
             delivered = 0
         else:
-            per_sub = sent * frame_len
+            per_sub = blk.delivered_bytes(sent)
+            frame_len = len(blk.msg) / blk.count
             last_total, last_change = -1, time.monotonic()
             while True:
                 ch.poll()
@@ -552,7 +639,7 @@ def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool,
                 if total != last_total:
                     last_total, last_change = total, time.monotonic()
                 elif time.monotonic() - last_change > stall:
-                    got = [b // frame_len for b in totals]
+                    got = [int(b // frame_len) for b in totals]
                     raise LoadError(f"delivery stalled: subscribers got {got} of {sent} messages")
                 probe.alive()
                 time.sleep(0.005)
@@ -564,20 +651,22 @@ def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool,
             extras = [sum(totals) - per_sub] if queue else [t - per_sub for t in totals]
             if any(x < 0 or x % len(PING) or x > 2 * len(PING) * subs for x in extras):
                 raise LoadError(f"subscribers received {totals} bytes, expected "
-                                f"{'a total of ' if queue else ''}{per_sub} ({sent} frames of {frame_len})")
+                                f"{'a total of ' if queue else ''}{per_sub} ({sent} messages)")
             delivered = sent if queue else sent * subs
         cpu1 = probe.cpu_seconds()
         peak = ch.peak(snap0, ch.snapshot())
         probe.alive()
+    whole, rest = divmod(sent, blk.count)
+    payload = whole * sum(map(len, blk.payloads)) + sum(map(len, blk.payloads[:rest]))
     return PubSubResult(msgs=sent, delivered=delivered, elapsed=t_end - t0, server_cpu=cpu1 - cpu0,
-                        gen_cpu=ch.cpu, gen_peak=peak)
+                        payload=payload, gen_cpu=ch.cpu, gen_peak=peak)
 
 
-def _trigger_blast(port: int, duration: float, msgs: int) -> tuple[float, int]:
+def _trigger_blast(port: int, duration: float, msgs: int, sizes: list[int]) -> tuple[float, int]:
     """Self-check: ask the sink to blast MSG frames at its subscribers; returns (t0, count)."""
     with socket.create_connection(("127.0.0.1", port)) as s:
         _read_until(s, b"\r\n")  # the sink's INFO
-        s.sendall(b"BLAST %d %d\r\n" % (int(duration * 1000), msgs))
+        s.sendall(b"BLAST %d %d %s\r\n" % (int(duration * 1000), msgs, b",".join(b"%d" % z for z in sizes)))
         line = _read_until(s, b"\r\n", limit=1 << 10)
         parts = line.split()
         if parts[0] != b"SENT":

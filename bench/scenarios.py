@@ -17,6 +17,7 @@ from bench.load import (
     Probe,
     Sock,
     TLSSpec,
+    mixed_sizes,
     nats_connect,
     open_idle,
     run_connrate,
@@ -82,16 +83,18 @@ def _probe(srv: ServerProcess) -> Probe:
 
 # -- pub/sub ---------------------------------------------------------------------------------
 def _pubsub(subs: int, queue: bool = False, tls: str = "none", big: bool = False,
-            blast: bool = False) -> Callable[[Env], dict[str, float]]:
+            blast: bool = False, mixed: bool = False) -> Callable[[Env], dict[str, float]]:
     def run(env: Env) -> dict[str, float]:
         s = env.settings
         size = BIG_PAYLOAD if big else s.payload
+        sizes = mixed_sizes(size) if mixed else [size]
         mode = "blast" if blast else "discard"
         with env.server(tls, sink_mode=mode, payload=size) as srv:
-            r = run_pubsub(srv.port, _probe(srv), tls=env.tls(tls), subs=subs, queue=queue, size=size,
+            r = run_pubsub(srv.port, _probe(srv), tls=env.tls(tls), subs=subs, queue=queue, sizes=sizes,
                            duration=s.duration, msgs=s.msgs, blast=blast)
+        fan = r.delivered / r.msgs if r.delivered else 1
         out = {"rate": (r.delivered or r.msgs) / r.elapsed, "in_rate": r.msgs / r.elapsed,
-               "mbps": (r.delivered or r.msgs) * size / r.elapsed / 1e6, "gen_cpu": r.gen_cpu / r.msgs,
+               "mbps": r.payload * fan / r.elapsed / 1e6, "gen_cpu": r.gen_cpu / r.msgs,
                "gen_peak": r.gen_peak}
         if env.impl != "sink":
             out["cpu"] = r.server_cpu / r.msgs
@@ -190,6 +193,8 @@ def scenarios(settings: Settings) -> list[Scenario]:
                  cpu_unit="conn"),
         Scenario("conn-mtls", "connections/s, mutual TLS", (Metric("rate", "conns/s", goal=0.7),),
                  _conns("mtls"), cpu_unit="conn"),
+        Scenario("1to1-mix", f"1 pub -> 1 sub, sizes {p // 2}..{p * 3 // 2} B (mean {p})",
+                 (Metric("rate", "msgs/s"),), _pubsub(1, mixed=True)),
         Scenario("1to1-tls", f"1 pub -> 1 sub over TLS ({p} B)", (Metric("rate", "msgs/s", goal=0.5),),
                  _pubsub(1, tls="tls")),
         Scenario("1to1-64k", "1 pub -> 1 sub, 64 KiB payloads",

@@ -7,9 +7,9 @@ Every connection first gets an INFO line, then TLS if asked. Modes:
 - echo: answer each PUB frame with one pre-built MSG frame on the same connection (the
   requester's round-trip floor; no responder process involved); asyncio as well;
 - blast (one thread per connection): connections that subscribed are registered; a plain
-  control connection sending
-  ``BLAST <ms> <count>`` makes the sink send pre-built MSG frames to all of them, for <ms>
-  milliseconds or <count> frames, and answers ``SENT <count> <t0>`` (subscriber ceiling).
+  control connection sending ``BLAST <ms> <count> <size,size,...>`` makes the sink send the
+  MSG frames of ``load.Block(sizes)`` to all of them, for <ms> milliseconds or <count> frames,
+  and answers ``SENT <count> <t0>`` (subscriber ceiling).
 
 Run as ``python -m bench.sink --port P --mode discard|echo|blast [--tls none|tls|mtls --certs DIR]``.
 """
@@ -26,7 +26,7 @@ import threading
 import time
 from typing import cast
 
-from bench.load import INBOX, INBOX_SID, frames_per_write, msg_frame
+from bench.load import INBOX, INBOX_SID, Block, msg_frame
 
 PING, PONG = b"PING\r\n", b"PONG\r\n"
 
@@ -143,10 +143,9 @@ class Sink:
             if not chunk:
                 return
             line += chunk
-        _, ms, count = line.split()
-        frame = msg_frame(self.payload)
-        k = frames_per_write(len(frame))
-        block = frame * k
+        _, ms, count, sizes = line.split()
+        blk = Block([int(z) for z in sizes.split(b",")])
+        k, block = blk.count, blk.msg
         with self.lock:
             targets = list(self.subscribers)
         now = time.perf_counter
@@ -159,7 +158,7 @@ class Sink:
                 s.sendall(block)
             sent += k
         if limit and sent < limit:
-            rest = frame * (limit - sent)
+            rest = blk.msg_prefix(limit - sent)
             for s in targets:
                 s.sendall(rest)
             sent = limit

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench.load import PING, Block, mixed_sizes
 from bench.scenarios import Settings, scenarios, selfcheck_scenarios
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +93,25 @@ def test_self_check_measures_the_generator_against_the_sink(tmp_path: Path) -> N
     report, log = run_bench(tmp_path, "--self-check")
     check_table(report, catalogue(quick(), selfcheck=True), "generator ceiling")
     assert "FAILED" not in log
+
+
+def test_subscriber_frame_check_accepts_what_was_published_and_nothing_else() -> None:
+    blk = Block(mixed_sizes(128))
+    assert blk.check(blk.msg) is None
+    assert blk.check(blk.msg[37:]) is None                       # a read that starts mid-frame
+    first = blk.msg_lens[0]
+    assert blk.check(blk.msg[:first] + PING + blk.msg[first:]) is None   # the server's RTT ping
+    # Another message's payload (same size) in its place: out of order for a subscriber that
+    # gets every message; a queue member gets a subsequence, so that is fine there.
+    n = len(blk.sizes)
+    swapped = blk.msg.replace(blk.payloads[1], blk.payloads[1 + n], 1)
+    assert blk.check(swapped) == f"message {1 + n} after message 0"
+    assert blk.check(swapped, in_order=False) is None
+    # A changed payload byte, a wrong sid: caught either way.
+    corrupt = blk.msg.replace(blk.payloads[2], blk.payloads[2][:-1] + b"y", 1)
+    for in_order in (True, False):
+        assert "is not message 2's" in (blk.check(corrupt, in_order) or "")
+    assert "unexpected frame" in (blk.check(blk.msg.replace(b"MSG bench.s 1 ", b"MSG bench.s 9 ", 1)) or "")
+    # Byte accounting for runs of whole blocks plus a remainder.
+    assert blk.delivered_bytes(blk.count + 2) == len(blk.msg) + blk.msg_lens[0] + blk.msg_lens[1]
+    assert blk.msg_prefix(2) == blk.msg[:blk.msg_lens[0] + blk.msg_lens[1]]
