@@ -461,12 +461,19 @@ def run(argv: Sequence[str], stdout: TextIO, stderr: TextIO, runner: Callable[..
     if runner is None:
         from pynatsd.server import run_server
 
-        runner = run_server
+        code = run_server(opts, reload_options if config_file else None)
+        global _server_ran
+        _server_ran = True
+        return code
     return runner(opts, reload_options if config_file else None)
 
 
 def version_line() -> str:
     return f"{PROG}: v{__version__} (nats-server v{NATS_SERVER_COMPAT_VERSION} compatible)"
+
+
+# Set once a real server has run in this process (main() then ends it without finalization).
+_server_ran = False
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -475,4 +482,16 @@ def main(argv: list[str] | None = None) -> None:
         from pynatsd.tls.certs import main as certs_main
 
         sys.exit(certs_main(args[1:]))
-    sys.exit(run(args, sys.stdout, sys.stderr))
+    code = run(args, sys.stdout, sys.stderr)
+    if _server_ran:
+        # The server has shut down (logs written, pid/ports files handled): leave at once, as
+        # nats-server does, instead of spending tens of ms in interpreter teardown. Harnesses
+        # (nats-core's tests) stop a node and then wait for the client's reconnect event; a slow
+        # exit lets the reconnect land before they start waiting.
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

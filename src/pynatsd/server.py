@@ -403,8 +403,6 @@ class Server:
             self._rate_log_timer.cancel()
             self._rate_log_timer = None
         log.debug("Client accept loop exiting..")
-        for c in list(self.clients.values()):
-            c.close(REASON_SHUTDOWN)
         if self.monitor is not None:
             with contextlib.suppress(Exception):
                 await self.monitor.stop()
@@ -412,6 +410,11 @@ class Server:
             await self.cert_watch.stop()
         if self.tls_watch is not None:
             await self.tls_watch.stop()
+        # Clients are closed last, just before the process ends (nats-server exits within a
+        # millisecond or two of their EOF; harnesses that stop a node and then wait for the
+        # client's reconnect rely on that).
+        for c in list(self.clients.values()):
+            c.close(REASON_SHUTDOWN)
         for srv in self._listeners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 2.0)
