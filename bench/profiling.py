@@ -32,12 +32,18 @@ def main(argv: list[str] | None = None) -> None:
     server_args = argv[cut + 1:]
     # Until pynatsd installs its own handlers, a SIGTERM should still end in dumped statistics.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    from pynatsd.cli import main as pynatsd_main
+    from pynatsd import cli
 
     prof = cProfile.Profile()
     prof.enable()
     try:
-        pynatsd_main(server_args)
+        # cli.main() ends a server process with os._exit() (no teardown), which would skip
+        # writing the statistics; cli.run() is the same minus that exit.
+        run = getattr(cli, "run", None)
+        if run is not None:
+            run(server_args, sys.stdout, sys.stderr)
+        else:
+            cli.main(server_args)
     except (SystemExit, KeyboardInterrupt):
         pass
     finally:

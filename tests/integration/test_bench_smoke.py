@@ -115,3 +115,16 @@ def test_subscriber_frame_check_accepts_what_was_published_and_nothing_else() ->
     # Byte accounting for runs of whole blocks plus a remainder.
     assert blk.delivered_bytes(blk.count + 2) == len(blk.msg) + blk.msg_lens[0] + blk.msg_lens[1]
     assert blk.msg_prefix(2) == blk.msg[:blk.msg_lens[0] + blk.msg_lens[1]]
+
+
+@pytest.mark.timeout(300)
+def test_profile_runs_pynatsd_under_cprofile_and_prints_top_functions(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "--profile", "pub", "--profiler", "cprofile",
+                           "--duration", "1", "--top", "5"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=270,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert re.search(r"^\[pub\] under cprofile: msgs/s in [0-9,]+ ", proc.stdout, re.M)
+    assert "== top 5 by own time (tottime) ==" in proc.stdout
+    assert "== top 5 by cumulative time ==" in proc.stdout
+    assert "cli.py" in proc.stdout  # pynatsd's own frames were recorded
