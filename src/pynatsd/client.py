@@ -671,6 +671,15 @@ class ClientConnection(asyncio.Protocol):
         nbytes = 0
         nout = 0
         nout_bytes = 0
+        # The last reply-less PUB's subject and where it went (memo_c None: nowhere) when that
+        # was the one plain subscription or no subscription at all, decided on the fast path.
+        # The next PUB with the same subject and no reply goes the same way without the checks
+        # and the match. Anything that could change the decision (any other op, a PUB elsewhere,
+        # a receiver passing its stall threshold) clears it.
+        memo_subject = None
+        memo_sub: Any = None
+        memo_c: ClientConnection | None = None
+        memo_prefix = b""
         try:
             while i < n:
                 op = ops[i]
@@ -679,6 +688,32 @@ class ClientConnection(asyncio.Protocol):
                 if kind == OP_PUB:
                     subject = op[1]
                     reply = op[2]
+                    if subject == memo_subject and not reply:
+                        data = op[4]
+                        size = len(data)
+                        nmsgs += 1
+                        nbytes += size
+                        c = memo_c
+                        if c is None:
+                            continue  # no interest
+                        tail = b"".join((op[3], _CRLF, data, _CRLF))
+                        out = c.out
+                        out.append(memo_prefix)
+                        out.append(tail)
+                        c.out_size += len(memo_prefix) + len(tail)
+                        c.out_msgs += 1
+                        c.out_bytes += size
+                        memo_sub.delivered += 1
+                        nout += 1
+                        nout_bytes += size
+                        if not c.dirty:
+                            c.dirty = True
+                            server.mark_dirty(c)
+                        if c.out_size + c.wbuf > c.stall_at:
+                            c._pending_high(self)
+                            memo_subject = None
+                        continue
+                    memo_subject = None
                     if (
                         fast
                         and not subject.startswith(_RESERVED_PUB)
@@ -731,7 +766,16 @@ class ClientConnection(asyncio.Protocol):
                                     server.mark_dirty(c)
                                 if c.out_size + c.wbuf > c.stall_at:
                                     c._pending_high(self)
+                                elif not reply and not queues:
+                                    memo_subject = subject
+                                    memo_sub = sub
+                                    memo_c = c
+                                    memo_prefix = prefix
                                 continue
+                        elif not plain and not queues and not reply:
+                            memo_subject = subject
+                            memo_c = None
+                            continue
                         if (plain or queues) and deliver(
                             server, self, subject, reply, op[3], data, None, 0, plain, queues
                         ):
@@ -744,6 +788,7 @@ class ClientConnection(asyncio.Protocol):
                     self._publish(subject, reply, op[3], op[4], None, 0, None)
                 elif kind == OP_PUBS:
                     # a run of PUBs with one control line (see the parser): whole, or one by one
+                    memo_subject = None
                     subject = op[1]
                     reply = op[2]
                     if not (
@@ -755,6 +800,7 @@ class ClientConnection(asyncio.Protocol):
                     ):
                         self._process(expand_pubs(op), 0)
                 else:
+                    memo_subject = None
                     self._process_other(op, kind, trace)
                     fast = self.fast and not trace  # a CONNECT may have changed it
                     if self._backlog is not None and not self.closed:

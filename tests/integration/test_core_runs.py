@@ -195,3 +195,36 @@ def test_hpub_in_the_chunk_of_its_connect(server_factory: Callable[..., ServerPr
 
     got = both(server_factory, case)
     assert isinstance(got, list) and got[0] == b"<EOF>" and got[4] == b"PONG\r\n"
+
+
+# --- streams without runs (sizes vary): the per-message path and its same-subject shortcut ---
+
+MIXED = [b"%05d" % i + b"m" * (i % 7) for i in range(400)]
+
+
+def mixed(subject: bytes, payloads: Sequence[bytes]) -> bytes:
+    return b"".join(b"PUB %s %d\r\n%s\r\n" % (subject, len(p), p) for p in payloads)
+
+
+def test_mixed_sizes_one_subscriber(server_factory: Callable[..., ServerProcess]) -> None:
+    blob = mixed(b"foo.bar", MIXED) + mixed(b"foo.baz", MIXED[:20]) + mixed(b"foo.bar", MIXED[:20])
+    got = both(server_factory, lambda s: run_case(s, [b"SUB foo.bar 1\r\n", b"SUB foo.* 2\r\n"], blob))
+    assert isinstance(got, list) and [f[4] for f in got[0]] == MIXED + MIXED[:20]
+
+
+def test_mixed_sizes_with_subscriptions_changing_mid_stream(server_factory: Callable[..., ServerProcess]) -> None:
+    # the publisher subscribes (echo on) and unsubscribes between PUBs of one subject, and
+    # publishes to a subject nobody wants before someone does
+    blob = (
+        mixed(b"foo.bar", MIXED[:30])
+        + b"SUB foo.bar 5\r\n"
+        + mixed(b"foo.bar", MIXED[30:60])
+        + b"UNSUB 5\r\n"
+        + mixed(b"foo.bar", MIXED[60:90])
+        + mixed(b"nobody", MIXED[:30])
+        + b"SUB nobody 6\r\nUNSUB 6 3\r\n"
+        + mixed(b"nobody", MIXED[:30])
+    )
+    got = both(server_factory, lambda s: run_case(s, [b"SUB foo.bar 1\r\nUNSUB 1 50\r\n"], blob))
+    assert isinstance(got, list) and len(got[0]) == 50
+    assert [f[4] for f in got[1]] == MIXED[30:60] + MIXED[:3]
