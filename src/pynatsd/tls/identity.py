@@ -478,15 +478,29 @@ def map_certificate(
 # --- connz -----------------------------------------------------------------------------------
 
 
+# (helper S) DER -> peer_cert_info result: the same client certificate is usually presented by
+# many connections, and working the entry out (the subject string above all) costs more than a
+# TLS connection's other Python work. Bounded; cleared when full.
+_PEER_INFO_CACHE: dict[bytes, dict[str, str]] = {}
+_PEER_INFO_CACHE_MAX = 1024
+
+
 def peer_cert_info(cert: CertLike) -> dict[str, str]:
     """One ``tls_peer_certs`` entry: subject (Go's Subject.String(); left out when empty, as
     nats-server's JSON does), spki_sha256, cert_sha256."""
     c = _cert(cert)
+    der = c.public_bytes(serialization.Encoding.DER)
+    cached = _PEER_INFO_CACHE.get(der)
+    if cached is not None:
+        return dict(cached)
     subject = go_subject_full(c)
     info = {"subject": subject} if subject else {}
     info["spki_sha256"] = spki_sha256(c)
-    info["cert_sha256"] = cert_sha256(c)
-    return info
+    info["cert_sha256"] = hashlib.sha256(der).hexdigest()
+    if len(_PEER_INFO_CACHE) >= _PEER_INFO_CACHE_MAX:
+        _PEER_INFO_CACHE.clear()
+    _PEER_INFO_CACHE[der] = info
+    return dict(info)
 
 
 def tls_info(transport: Any) -> dict[str, Any]:
