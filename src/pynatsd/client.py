@@ -83,6 +83,7 @@ STALL_DELAY = 0.005
 REPLY_PRUNE_THRESHOLD = 4096
 
 _CRLF = b"\r\n"
+_NO_TARGET: tuple[Any, Any, bytes] = (None, None, b"")  # _process: a subject nobody wants
 _random = random.random
 # Publish subjects and reply subjects clients may not use (nats-server's reserved prefixes).
 _RESERVED_PUB = (b"_GR_.", b"$NRG.")
@@ -671,15 +672,12 @@ class ClientConnection(asyncio.Protocol):
         nbytes = 0
         nout = 0
         nout_bytes = 0
-        # The last reply-less PUB's subject and where it went (memo_c None: nowhere) when that
-        # was the one plain subscription or no subscription at all, decided on the fast path.
-        # The next PUB with the same subject and no reply goes the same way without the checks
-        # and the match. Anything that could change the decision (any other op, a PUB elsewhere,
-        # a receiver passing its stall threshold) clears it.
-        memo_subject = None
-        memo_sub: Any = None
-        memo_c: ClientConnection | None = None
-        memo_prefix = b""
+        # Where reply-less PUBs to a subject went in this chunk when that was decided on the fast
+        # path and was the one plain subscription (sub, connection, MSG prefix) or nowhere
+        # (_NO_TARGET): the next such PUB goes the same way without the checks and the match.
+        # Anything that could change a decision clears it: any other op, a run, a delivery that
+        # took the general path, a receiver passing its stall threshold.
+        memo: dict[bytes, tuple[Any, Any, bytes]] = {}
         try:
             while i < n:
                 op = ops[i]
@@ -688,32 +686,33 @@ class ClientConnection(asyncio.Protocol):
                 if kind == OP_PUB:
                     subject = op[1]
                     reply = op[2]
-                    if subject == memo_subject and not reply:
-                        data = op[4]
-                        size = len(data)
-                        nmsgs += 1
-                        nbytes += size
-                        c = memo_c
-                        if c is None:
-                            continue  # no interest
-                        tail = b"".join((op[3], _CRLF, data, _CRLF))
-                        out = c.out
-                        out.append(memo_prefix)
-                        out.append(tail)
-                        c.out_size += len(memo_prefix) + len(tail)
-                        c.out_msgs += 1
-                        c.out_bytes += size
-                        memo_sub.delivered += 1
-                        nout += 1
-                        nout_bytes += size
-                        if not c.dirty:
-                            c.dirty = True
-                            server.mark_dirty(c)
-                        if c.out_size + c.wbuf > c.stall_at:
-                            c._pending_high(self)
-                            memo_subject = None
-                        continue
-                    memo_subject = None
+                    if not reply:
+                        m = memo.get(subject)
+                        if m is not None:
+                            data = op[4]
+                            size = len(data)
+                            nmsgs += 1
+                            nbytes += size
+                            sub, c, prefix = m
+                            if c is None:
+                                continue  # no interest
+                            tail = b"".join((op[3], _CRLF, data, _CRLF))
+                            out = c.out
+                            out.append(prefix)
+                            out.append(tail)
+                            c.out_size += len(prefix) + len(tail)
+                            c.out_msgs += 1
+                            c.out_bytes += size
+                            sub.delivered += 1
+                            nout += 1
+                            nout_bytes += size
+                            if not c.dirty:
+                                c.dirty = True
+                                server.mark_dirty(c)
+                            if c.out_size + c.wbuf > c.stall_at:
+                                c._pending_high(self)
+                                memo.clear()
+                            continue
                     if (
                         fast
                         and not subject.startswith(_RESERVED_PUB)
@@ -766,29 +765,31 @@ class ClientConnection(asyncio.Protocol):
                                     server.mark_dirty(c)
                                 if c.out_size + c.wbuf > c.stall_at:
                                     c._pending_high(self)
+                                    memo.clear()
                                 elif not reply and not queues:
-                                    memo_subject = subject
-                                    memo_sub = sub
-                                    memo_c = c
-                                    memo_prefix = prefix
+                                    memo[subject] = (sub, c, prefix)
                                 continue
-                        elif not plain and not queues and not reply:
-                            memo_subject = subject
-                            memo_c = None
+                        elif not plain and not queues:
+                            if not reply:
+                                memo[subject] = _NO_TARGET
+                            elif self.no_responders:
+                                self._send_no_responders(subject, reply)
                             continue
-                        if (plain or queues) and deliver(
-                            server, self, subject, reply, op[3], data, None, 0, plain, queues
-                        ):
-                            continue
+                        if plain or queues:
+                            got = deliver(server, self, subject, reply, op[3], data, None, 0, plain, queues)
+                            memo.clear()  # deliver() may have dropped a receiver or a subscription
+                            if got:
+                                continue
                         if reply and self.no_responders:
                             self._send_no_responders(subject, reply)
                         continue
                     if trace:
                         self._trace_in("PUB", subject, reply, op[3], payload=op[4])
                     self._publish(subject, reply, op[3], op[4], None, 0, None)
+                    memo.clear()
                 elif kind == OP_PUBS:
                     # a run of PUBs with one control line (see the parser): whole, or one by one
-                    memo_subject = None
+                    memo.clear()
                     subject = op[1]
                     reply = op[2]
                     if not (
@@ -800,7 +801,7 @@ class ClientConnection(asyncio.Protocol):
                     ):
                         self._process(expand_pubs(op), 0)
                 else:
-                    memo_subject = None
+                    memo.clear()
                     self._process_other(op, kind, trace)
                     fast = self.fast and not trace  # a CONNECT may have changed it
                     if self._backlog is not None and not self.closed:

@@ -228,3 +228,23 @@ def test_mixed_sizes_with_subscriptions_changing_mid_stream(server_factory: Call
     got = both(server_factory, lambda s: run_case(s, [b"SUB foo.bar 1\r\nUNSUB 1 50\r\n"], blob))
     assert isinstance(got, list) and len(got[0]) == 50
     assert [f[4] for f in got[1]] == MIXED[30:60] + MIXED[:3]
+
+
+def test_interleaved_subjects_with_subscriptions_changing(server_factory: Callable[..., ServerProcess]) -> None:
+    def interleaved(payloads: Sequence[bytes]) -> bytes:
+        return b"".join(mixed(b"foo.%d" % (i % 3), [p]) for i, p in enumerate(payloads))
+
+    blob = (
+        interleaved(MIXED[:60])
+        + b"SUB foo.2 8\r\n"  # the publisher (echo on) now wants a subject nobody wanted
+        + interleaved(MIXED[60:120])
+        + b"UNSUB 8\r\nSUB foo.0 9 \r\nUNSUB 9 4\r\n"
+        + interleaved(MIXED[120:180])
+    )
+    # single plain subscriptions only (the per-subject shortcut), foo.2 wanted by nobody at first
+    subs = [b"SUB foo.0 1\r\n", b"SUB foo.1 1\r\n", b"SUB bar.> 1\r\n"]
+    got = both(server_factory, lambda s: run_case(s, subs, blob))
+    assert isinstance(got, list) and len(got[0]) == 60 and len(got[1]) == 60 and got[2] == []
+    assert [f[4] for f in got[3]] == [p for i, p in enumerate(MIXED[60:120], 60) if i % 3 == 2] + [
+        p for i, p in enumerate(MIXED[120:180], 120) if i % 3 == 0
+    ][:4]
