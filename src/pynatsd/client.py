@@ -160,7 +160,33 @@ def _conn_label(version: str, lang: str, name: str) -> str:
     return ":".join(parts)
 
 
-class ClientConnection(asyncio.Protocol):
+class ConnectionViews:
+    """Monitoring views shared by client and route connections (both keep an outbound list of
+    ``out_size`` bytes, a transport, and the times of their last read and write)."""
+
+    transport: Any
+    closed: bool
+    out_size: int
+    _last_in: float
+    _last_out: float
+
+    @property
+    def last_activity(self) -> datetime:
+        return datetime.fromtimestamp(max(self._last_in, self._last_out), UTC)
+
+    @property
+    def pending_bytes(self) -> int:
+        t = self.transport
+        buffered = 0
+        if t is not None and not self.closed:
+            try:
+                buffered = t.get_write_buffer_size()
+            except Exception:  # noqa: BLE001 - a closing transport may refuse
+                buffered = 0
+        return self.out_size + buffered
+
+
+class ClientConnection(ConnectionViews, asyncio.Protocol):
     """A client connection (see the module docstring)."""
 
     def __init__(self, server: Server) -> None:
@@ -238,21 +264,6 @@ class ClientConnection(asyncio.Protocol):
         self._ncs = ""  # log prefix "ip:port - cid:N"
 
     # -- monitoring views --------------------------------------------------------------------
-
-    @property
-    def last_activity(self) -> datetime:
-        return datetime.fromtimestamp(max(self._last_in, self._last_out), UTC)
-
-    @property
-    def pending_bytes(self) -> int:
-        t = self.transport
-        buffered = 0
-        if t is not None and not self.closed:
-            try:
-                buffered = t.get_write_buffer_size()
-            except Exception:  # noqa: BLE001 - a closing transport may refuse
-                buffered = 0
-        return self.out_size + buffered
 
     @property
     def kind(self) -> str:

@@ -70,7 +70,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import deliver
+from pynatsd.client import ConnectionViews, deliver
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
@@ -289,7 +289,7 @@ class ClusterStats(ServerStats):
         return self.stale_connections - self.stale_connections_routes
 
 
-class RouteConnection(asyncio.Protocol):
+class RouteConnection(ConnectionViews, asyncio.Protocol):
     """One route connection (accepted or solicited). See the module docstring."""
 
     def __init__(
@@ -355,21 +355,6 @@ class RouteConnection(asyncio.Protocol):
         self._ignored_accounts: set[bytes] = set()
 
     # -- monitoring views --------------------------------------------------------------------
-
-    @property
-    def last_activity(self) -> datetime:
-        return datetime.fromtimestamp(max(self._last_in, self._last_out), UTC)
-
-    @property
-    def pending_bytes(self) -> int:
-        t = self.transport
-        buffered = 0
-        if t is not None and not self.closed:
-            try:
-                buffered = t.get_write_buffer_size()
-            except Exception:  # noqa: BLE001 - a closing transport may refuse
-                buffered = 0
-        return self.out_size + buffered
 
     @property
     def is_configured(self) -> bool:
