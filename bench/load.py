@@ -28,7 +28,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from bench.certs import CertFiles
 
@@ -318,8 +318,11 @@ def _subscriber(idx: int, port: int, tls: TLSSpec, sub_line: bytes, block: Block
         reads = 0
         while n:
             total += n
+            # The time first, then the count: whoever sees the count sees a time at least as
+            # late. A read that is only the server's PING is not a delivery: no time for it.
+            if n != len(PING) or buf[:n] != PING:
+                tlast[idx] = now()
             nbytes[idx] = total
-            tlast[idx] = now()
             if not reads & 63:
                 problem = block.check(buf[:n], in_order)
                 if problem:
@@ -625,33 +628,8 @@ def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool,
             delivered = 0
         else:
             per_sub = blk.delivered_bytes(sent)
-            frame_len = len(blk.msg) / blk.count
-            last_total, last_change = -1, time.monotonic()
-            while True:
-                ch.poll()
-                totals = list(nbytes)
-                total = sum(totals)
-                if (queue and total >= per_sub) or (not queue and min(totals) >= per_sub):
-                    t_end = max(tlast)
-                    break
-                if ch.closed:
-                    raise LoadError(f"subscriber connection closed early: {ch.closed}")
-                if total != last_total:
-                    last_total, last_change = total, time.monotonic()
-                elif time.monotonic() - last_change > stall:
-                    got = [int(b // frame_len) for b in totals]
-                    raise LoadError(f"delivery stalled: subscribers got {got} of {sent} messages")
-                probe.alive()
-                time.sleep(0.005)
-            # The server may have sent a PING or two (nats-server pings new clients once to
-            # learn the RTT); those are the only extra bytes tolerated. Give a frame cut by
-            # such a PING a moment to arrive before checking the count exactly.
-            time.sleep(0.05)
-            totals = list(nbytes)
-            extras = [sum(totals) - per_sub] if queue else [t - per_sub for t in totals]
-            if any(x < 0 or x % len(PING) or x > 2 * len(PING) * subs for x in extras):
-                raise LoadError(f"subscribers received {totals} bytes, expected "
-                                f"{'a total of ' if queue else ''}{per_sub} ({sent} messages)")
+            await_delivery(lambda: list(nbytes), per_sub, queue, sent, ch, probe.alive, stall=stall)
+            t_end = max(tlast)
             delivered = sent if queue else sent * subs
         cpu1 = probe.cpu_seconds()
         peak = ch.peak(snap0, ch.snapshot())
@@ -660,6 +638,66 @@ def run_pubsub(port: int, probe: Probe, *, tls: TLSSpec, subs: int, queue: bool,
     payload = whole * sum(map(len, blk.payloads)) + sum(map(len, blk.payloads[:rest]))
     return PubSubResult(msgs=sent, delivered=delivered, elapsed=t_end - t0, server_cpu=cpu1 - cpu0,
                         payload=payload, gen_cpu=ch.cpu, gen_peak=peak)
+
+
+def delivery_state(totals: list[int], per_sub: int, queue: bool) -> str:
+    """Where the subscribers' byte counts stand against ``per_sub`` (the MSG bytes each plain
+    subscriber, or the queue group together, must get): "done", "short" (bytes still to come)
+    or "over" (more than the frames plus the PINGs the server may send: nats-server and
+    pynatsd ping a new client once at about 2 s to learn the RTT, and a second time only
+    2 minutes later, so at most 2 per subscriber). In a queue group one member's PING can
+    make up for a frame tail still on its way to another, so "done" needs a quiet moment
+    too (``await_delivery``)."""
+    extras = [sum(totals) - per_sub] if queue else [t - per_sub for t in totals]
+    limit = 2 * len(PING) * (len(totals) if queue else 1)
+    if any(x > limit for x in extras):
+        return "over"
+    if any(x < 0 or x % len(PING) for x in extras):
+        return "short"
+    return "done"
+
+
+class _Events(Protocol):
+    closed: dict[int, str]
+
+    def poll(self) -> None: ...
+
+
+def await_delivery(read: Callable[[], list[int]], per_sub: int, queue: bool, sent: int, events: _Events,
+                   alive: Callable[[], None], *, stall: float = 10.0, quiet: float = 0.05) -> list[int]:
+    """Wait until the subscribers' byte counts (``read()``) are exactly what ``sent`` messages
+    make and have not moved for ``quiet`` seconds; returns them. A shortfall that does not
+    move for ``stall`` seconds (lost messages), more bytes than frames plus PINGs
+    (duplicates, strangers) or a subscriber closed before the end is a ``LoadError``."""
+    last: list[int] | None = None
+    last_change = time.monotonic()
+    while True:
+        events.poll()
+        totals = read()
+        state = delivery_state(totals, per_sub, queue)
+        if state == "over":
+            raise LoadError(_count_problem(totals, per_sub, queue, sent))
+        t = time.monotonic()
+        if totals != last:
+            last, last_change = totals, t
+        elif state == "done" and t - last_change >= quiet:
+            return totals
+        if state != "done" and events.closed:
+            raise LoadError(f"subscriber connection closed early: {events.closed}")
+        if state != "done" and t - last_change > stall:
+            if (sum(totals) if queue else min(totals)) < per_sub:
+                frame_len = per_sub / sent if sent else 1
+                got = [int(b // frame_len) for b in totals]
+                raise LoadError(f"delivery stalled: subscribers got {got} of {sent} messages "
+                                f"({totals} bytes of {'a total of ' if queue else ''}{per_sub})")
+            raise LoadError(_count_problem(totals, per_sub, queue, sent))
+        alive()
+        time.sleep(0.005)
+
+
+def _count_problem(totals: list[int], per_sub: int, queue: bool, sent: int) -> str:
+    return (f"subscribers received {totals} bytes, expected {'a total of ' if queue else ''}{per_sub} "
+            f"({sent} messages) plus at most 2 PINGs per subscriber")
 
 
 def _trigger_blast(port: int, duration: float, msgs: int, sizes: list[int]) -> tuple[float, int]:
