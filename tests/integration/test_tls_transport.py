@@ -308,6 +308,61 @@ async def test_pinned_certificates(certs: CertSet, echo_factory: Callable[..., E
         assert out.tls is None and out.reason == "certificate not pinned"
 
 
+async def test_peer_check_accepts_rejects_and_holds_data(certs: CertSet,
+                                                         echo_factory: Callable[..., EchoServer]) -> None:
+    """ServerTLS.peer_check runs after the handshake: data sent meanwhile waits, then is echoed;
+    a returned reason fails the connection with that reason."""
+    import dataclasses
+
+    gate = asyncio.Event()
+    seen: list[bytes] = []
+    verdict: list[str | None] = [None]
+
+    async def check(tls: TLSTransport) -> str | None:
+        seen.append(tls.get_extra_info("peercert").subject.rfc4514_string().encode())
+        await gate.wait()
+        return verdict[0]
+
+    tls = dataclasses.replace(server_tls(certs, verify=True, ca_file=certs.ca.cert_file), peer_check=check)
+    async with echo_factory(tls) as srv:
+        r, w = await asyncio.open_connection(HOST, srv.port, ssl=stdlib_client_ctx(certs, certs.alice),
+                                             server_hostname="localhost")
+        w.write(b"early\r\n")  # sent while the check is pending
+        await w.drain()
+        for _ in range(1000):  # the check starts once the handshake completed (poll, 10 s cap)
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        assert seen and srv.outcomes.empty()  # not handed over yet
+        gate.set()
+        assert await asyncio.wait_for(r.readexactly(7), 10) == b"early\r\n"
+        assert (await srv.outcome()).reason is None
+        w.close()
+
+        verdict[0] = "client not OCSP valid"
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            await stdlib_roundtrip(srv.port, stdlib_client_ctx(certs, certs.bob))
+        out = await srv.outcome()
+        assert out.tls is None and out.reason == "client not OCSP valid"
+        assert len(seen) == 2 and b"CN=bob" in seen[1]
+
+
+async def test_peer_check_bounded_by_the_handshake_timeout(certs: CertSet,
+                                                           echo_factory: Callable[..., EchoServer]) -> None:
+    import dataclasses
+
+    async def never(tls: TLSTransport) -> str | None:
+        await asyncio.Event().wait()
+        return None
+
+    tls = dataclasses.replace(server_tls(certs, verify=True, ca_file=certs.ca.cert_file), peer_check=never)
+    async with echo_factory(tls, timeout=0.3) as srv:
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            await stdlib_roundtrip(srv.port, stdlib_client_ctx(certs, certs.alice))
+        out = await srv.outcome()
+        assert out.tls is None and out.reason == "handshake timeout"
+
+
 # ---- failures before TLS -------------------------------------------------------------------
 
 

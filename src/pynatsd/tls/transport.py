@@ -91,6 +91,7 @@ _PEER_REFUSED = (
 )
 
 
+
 def looks_like_tls(first: bytes) -> bool:
     """True when the first byte received is a TLS handshake record (a ClientHello)."""
     return bool(first) and first[0] == TLS_HANDSHAKE_RECORD
@@ -171,7 +172,8 @@ class TLSTransport(asyncio.Transport):
         # why an established connection failed (e.g. the peer's alert refusing our certificate,
         # which a TLS 1.3 client only reads after its handshake completed); None otherwise
         self.error: str | None = None
-        loop = asyncio.get_running_loop()
+        self._checking = False  # handshake complete, the context's peer_check is running
+        self._loop = loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._on_timeout) if timeout > 0 else None
 
     # ---- raw side (installed as the raw transport's protocol) -------------------------------
@@ -227,7 +229,8 @@ class TLSTransport(asyncio.Transport):
                 return
         if data:
             self._conn.bio_write(data)
-        self._step()
+        if not self._checking:  # while the peer check runs, data waits in the engine
+            self._step()
 
     def _step(self) -> None:
         try:
@@ -242,9 +245,6 @@ class TLSTransport(asyncio.Transport):
         self._handshake_done()
 
     def _handshake_done(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._pins is not None:
             # (helper T) the pin check runs on a completed handshake, as in nats-server: our last
             # flight (the TLS 1.2 Finished) goes out first, then the connection is closed
@@ -257,6 +257,32 @@ class TLSTransport(asyncio.Transport):
                     log.debug("Failed pinned cert test for key id: %s", spki_sha256(leaf))
                 self._fail("certificate not pinned")
                 return
+        check = getattr(self._context, "peer_check", None) if self._server_side else None
+        if check is not None:
+            self._checking = True
+            self._flush()  # the peer's handshake completes while we check
+            self._loop.create_task(self._run_peer_check(check))
+            return
+        self._finish_handshake()
+
+    async def _run_peer_check(self, check: Callable[[TLSTransport], Any]) -> None:
+        try:
+            reason = await check(self)
+        except Exception as e:  # noqa: BLE001 - a broken check rejects, it must not hang
+            log.error("TLS peer check failed: %s", e, exc_info=True)
+            reason = f"peer check failed: {e}"
+        if self._failed or self._closing:
+            return
+        self._checking = False
+        if reason:
+            self._fail(str(reason))
+            return
+        self._finish_handshake()
+
+    def _finish_handshake(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._handshaking = False
         if self._server_side and _SSL_version(self._ssl) == _TLS1_3:
             # (helper S) TLS 1.3: all that is left is the session tickets, which no client waits
