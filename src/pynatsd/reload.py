@@ -220,6 +220,12 @@ class _Differ:
         # pynatsd's own options
         self.refuse("fips", "FIPS")
         self.notice("tls_expiry_warn_days")
+        # (helper O) OCSP: reloadable; the monitors restart on every reload (pynatsd.tls.ocsp)
+        if self.changed("ocsp"):
+            self.notices.append("Reloaded: OCSP")
+        if self.changed("ocsp_cache"):
+            self.notices.append("Reloaded OCSP peer cache")
+        self.seen.add("store_dir")
         # anything else (an option added later and not classified here) is refused by name
         for f in dataclasses.fields(ServerOptions):
             if f.name not in self.seen:
@@ -389,6 +395,12 @@ def _build_client_tls(opts: ServerOptions) -> ServerTLS:
 
 def install_client_tls(server: Server, opts: ServerOptions, built: ServerTLS | None) -> None:
     """New client handshakes use ``built`` (None: no TLS); the INFO flags follow."""
+    if built is not None:  # (helper O) OCSP stapling callback and peer check on the new context
+        if getattr(server, "ocsp", None) is None:
+            from pynatsd.tls.ocsp import OCSPManager
+
+            server.ocsp = OCSPManager(server)
+        built = server.ocsp.peer_tls(opts, built)
     server.tls = built
     tlso = opts.tls
     if built is None or tlso is None:
@@ -452,10 +464,19 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
     digest = f" ({new.config_digest})" if new.config_digest else ""
     log.info("Reloaded server configuration%s", digest)
     recheck_pins(server, plan)
+    _ocsp_restart(server)
     watch = getattr(server, "tls_watch", None)
     if watch is not None or any(t.watch for _, t in _tls_blocks(new)):
         configure_watch(server, plan.fingerprints)
     _expiry_check(server)
+
+
+def _ocsp_restart(server: Server) -> None:
+    """(helper O) As nats-server: OCSP monitors and the peer cache restart after every reload
+    (in the background; a failure is logged, the reload stands)."""
+    mgr = getattr(server, "ocsp", None)
+    if mgr is not None:
+        mgr.reloaded()
 
 
 def reload_server(server: Server, new: ServerOptions) -> None:
@@ -601,6 +622,8 @@ def refresh_tls(server: Server, block: str) -> bool:
         install_cluster_tls(server, opts.cluster, cluster_built)
     for name in listeners:
         log.info("Reloaded TLS certificate for %s from %s (expires %s)", name, source, rfc3339(built.not_after))
+    if block == "tls":
+        _ocsp_restart(server)  # (helper O) a new certificate needs its own status
     _expiry_check(server)
     return True
 

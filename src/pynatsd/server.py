@@ -258,6 +258,7 @@ class Server:
         self.monitor: Any = None
         self.cert_watch: Any = None  # certificate expiry watch when there is no monitor (helper F)
         self.tls_watch: Any = None  # pynatsd.tls.watch.TLSFileWatch for ``watch: true`` blocks (helper R)
+        self.ocsp: Any = None  # pynatsd.tls.ocsp.OCSPManager when the client port has TLS (helper O)
         # clustering (pynatsd.cluster.routes.RouteManager) when a cluster port is configured
         self.routes: Any = None
         self.cluster_port = 0
@@ -312,6 +313,8 @@ class Server:
         if opts.config_file:
             log.info("Using configuration file: %s", opts.config_file)
         self._setup_tls()
+        if self.tls is not None:
+            await self._setup_ocsp()
         if opts.cluster is not None and opts.cluster.port != 0:
             from pynatsd.cluster.routes import RouteManager
 
@@ -364,6 +367,19 @@ class Server:
         self.tls_verify = bool(getattr(self.tls, "verify", tlso.verify or tlso.verify_and_map))
         self.tls_map_users = bool(getattr(self.tls, "map_users", tlso.verify_and_map))
 
+    async def _setup_ocsp(self) -> None:
+        """(helper O) OCSP stapling and peer checks for the client port: the first status is
+        fetched now, so a server that must staple and cannot does not start."""
+        from pynatsd.tls.ocsp import OCSPError, OCSPManager
+
+        mgr = OCSPManager(self)
+        try:
+            await mgr.start()
+        except OCSPError as e:
+            await mgr.stop()
+            raise ConfigError(str(e)) from None
+        self.ocsp = mgr
+
     async def _start_monitoring(self) -> None:
         opts = self.opts
         if not (opts.http_port or opts.https_port):
@@ -410,6 +426,8 @@ class Server:
             await self.cert_watch.stop()
         if self.tls_watch is not None:
             await self.tls_watch.stop()
+        if self.ocsp is not None:
+            await self.ocsp.stop()
         # Clients are closed last, just before the process ends (nats-server exits within a
         # millisecond or two of their EOF; harnesses that stop a node and then wait for the
         # client's reconnect rely on that).

@@ -162,6 +162,7 @@ SNIPPETS = [
     "tls { curve_preferences: [] }",
     "tls { verify_cert_and_check_known_urls: true }",
     "tls { ocsp_peer: false }",
+    "tls { ocsp_peer: true }",  # (helper O) implemented now: accepted as by nats-server
     "tls { certs: [ {cert_file: a} ] }",
     "tls { certs: [ {cert_file: a, key_file: b, x: c} ] }",
     'tls { cert_store: "WindowsCurrentUser" }',
@@ -195,7 +196,6 @@ SNIPPETS = [
 REFUSED = {
     "accounts { A { users: [ {user: a, password: b} ] } }": "accounts",
     "authorization { users: [ {nkey: UC6NLCN7AS34YOJVCYD4PJ3QB7QGLYG5B5IMBT25VW5K4TNUJODM7BOX} ] }": "nkey",
-    "tls { ocsp_peer: true }": "ocsp_peer",
     'trusted: "OD4M6IAAKQSM4DQSLWZIVBACYTYS2S6XQS7U67XXYXJ44ILNE35YPGJK"': "trusted",
     "authorization { proxy_required: true }": "proxy_required",
     "resolver: MEMORY": "resolver",

@@ -10,7 +10,7 @@ What pynatsd does not implement yet is handled in one of two ways:
 * features whose absence cannot weaken security (JetStream, gateways, leafnodes, websocket,
   MQTT, ...) give a warning naming the key and saying it is ignored;
 * anything that decides who may connect or what they may do (accounts, nkey users, operator
-  and JWT mode, auth callout, proxies, OCSP peer checks, ...) is refused with a ConfigError:
+  and JWT mode, auth callout, proxies, ...) is refused with a ConfigError:
   silently ignoring it would let in clients the operator meant to keep out.
 
 Errors are ``ConfigError(message, file, line)``.
@@ -43,6 +43,9 @@ from pynatsd.config.options import (
     DEFAULT_WRITE_DEADLINE,
     AuthOptions,
     ClusterOptions,
+    OCSPCacheOptions,
+    OCSPOptions,
+    OCSPPeerOptions,
     Permissions,
     ResponsePermission,
     ServerOptions,
@@ -66,6 +69,7 @@ CONNECTION_TYPES = frozenset(
     ("STANDARD", "WEBSOCKET", "LEAFNODE", "LEAFNODE_WS", "MQTT", "MQTT_WS", "IN_PROCESS")
 )
 _HEX64 = re.compile(r"^[a-f0-9]{64}$")
+OCSP_MODES = ("always", "must", "auto", "never")
 _PORT = re.compile(r"^[+-]?[0-9]+$")
 
 
@@ -219,6 +223,23 @@ def _tname(v: Any) -> str:
     if isinstance(v, list):
         return "an array"
     return "a datetime"
+
+
+def _go_type(v: Any) -> str:
+    """A parsed value's type as Go's %T names it (nats-server puts these in some errors)."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int64"
+    if isinstance(v, float):
+        return "float64"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, dict):
+        return "map[string]interface {}"
+    if isinstance(v, list):
+        return "[]interface {}"
+    return "time.Time"
 
 
 def _show(v: Any) -> str:
@@ -591,12 +612,15 @@ class _Loader:
         elif lk in ("leafnodes", "leaf"):
             self.unsupported(k, pos)
         elif lk in ("store_dir", "storedir"):
-            self.str_(v, k, pos)
-            self.unsupported(k, pos, "(JetStream)")
+            # (helper O) JetStream is not implemented; the directory still holds OCSP staples
+            kw["store_dir"] = self.str_(v, k, pos)
+            self.unsupported(k, pos, "(JetStream; used only for OCSP staple files)")
         elif lk in ("mappings", "maps"):
             self.unsupported(k, pos, "(subject mappings)")
-        elif lk in ("ocsp", "ocsp_cache"):
-            self.unsupported(k, pos, "(OCSP stapling)")
+        elif lk == "ocsp":  # (helper O)
+            kw["ocsp"] = self.ocsp(v, pos)
+        elif lk == "ocsp_cache":  # (helper O)
+            kw["ocsp_cache"] = self.ocsp_cache(v, pos)
         elif lk in ("disable_sublist_cache", "no_sublist_cache", "no_fast_producer_stall", "proxy_protocol"):
             if self.bool_(v, k, pos):
                 self.unsupported(k, pos)
@@ -922,10 +946,8 @@ class _Loader:
                 self.err("the Windows certificate store is not supported by pynatsd", kpos)
             elif lk in ("cert_match_by", "cert_match", "ca_certs_match", "cert_match_skip_invalid"):
                 self.unsupported(k, kpos, "(Windows certificate store)")
-            elif lk == "ocsp_peer":
-                if tv is False:
-                    continue
-                self.refuse(k, kpos, "OCSP checking of peer certificates")
+            elif lk == "ocsp_peer":  # (helper O)
+                o["ocsp_peer"] = self.ocsp_peer(tv, kpos)
             else:
                 self.err(f"{pre}unknown field {_go_quote(k)}", kpos)
         if o.get("certificates") and o.get("cert_file"):
@@ -1017,6 +1039,109 @@ class _Loader:
                 )
             pairs.append((cert, key))
         return tuple(pairs)
+
+    # -- OCSP (helper O): nats-server's texts, including its odd ones (Go type names)
+
+    def ocsp(self, v: Any, pos: Pos) -> OCSPOptions:
+        src = Source(pos.file, pos.line)
+        if isinstance(v, bool):
+            return OCSPOptions(mode="auto" if v else "never", source=src)
+        if not isinstance(v, ConfMap):
+            self.err(f"error parsing ocsp config: unsupported type {_go_type(v)}", pos)
+        mode = "auto"
+        urls: tuple[str, ...] = ()
+        for k, mv in v.items():  # keys are case-sensitive here, as in nats-server
+            kpos = v.pos[k]
+            if k == "mode":
+                if not isinstance(mv, str):
+                    self.err(f"interface conversion: interface {{}} is {_go_type(mv)}, not string", kpos)
+                if mv.lower() not in OCSP_MODES:
+                    self.err("error parsing ocsp config: unsupported ocsp mode string "
+                             f"(got {_go_quote(mv)}; use always, must, auto or never)", kpos)
+                mode = mv.lower()
+            elif k == "url":
+                if not isinstance(mv, str):
+                    self.err(f"interface conversion: interface {{}} is {_go_type(mv)}, not string", kpos)
+                urls = (mv,)
+            elif k == "urls":
+                self.err(f"interface conversion: interface {{}} is {_go_type(mv)}, not []string "
+                         "(nats-server cannot read 'urls'; name one responder with 'url')", kpos)
+            else:
+                self.err(f"error parsing ocsp config: unsupported field string ({_go_quote(k)}; "
+                         "the fields are mode and url)", kpos)
+        return OCSPOptions(mode=mode, urls=urls, source=src)
+
+    def ocsp_cache(self, v: Any, pos: Pos) -> OCSPCacheOptions:
+        if isinstance(v, bool):
+            return OCSPCacheOptions(type="local" if v else "none")
+        if not isinstance(v, ConfMap):
+            self.err(f"error parsing tags: unsupported type {_go_type(v)}", pos)  # sic, nats-server
+        o: dict[str, Any] = {}
+        pre = "error parsing OCSP peer cache config, "
+        for k, mv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            unknown = f"{pre}unknown field [{_go_quote(k)}]"
+            if lk == "type":
+                if not isinstance(mv, str):
+                    self.err(unknown, kpos)
+                if mv.lower() not in ("none", "local"):
+                    self.err(f"{pre}unknown type [{mv}]", kpos)
+                o["type"] = mv.lower()
+            elif lk == "local_store":
+                if not isinstance(mv, str):
+                    self.err(unknown, kpos)
+                o["local_store"] = mv
+            elif lk == "preserve_revoked":
+                if not isinstance(mv, bool):
+                    self.err(unknown, kpos)
+                o["preserve_revoked"] = mv
+            elif lk == "save_interval":
+                if isinstance(mv, str):
+                    try:
+                        at = parse_duration(mv)
+                    except ValueError as e:
+                        self.err(f"error parsing tls peer config, conversion error: {e}", kpos)  # sic
+                elif isinstance(mv, (int, float)) and not isinstance(mv, bool):
+                    at = float(mv)
+                else:
+                    self.err(f"{pre}conversion error: unexpected type", kpos)
+                o["save_interval"] = float(max(int(at), 1))  # whole seconds, at least 1
+            else:
+                self.err(unknown, kpos)
+        return OCSPCacheOptions(**o)
+
+    def ocsp_peer(self, v: Any, pos: Pos) -> OCSPPeerOptions:
+        if isinstance(v, bool):
+            return OCSPPeerOptions(verify=v)
+        if not isinstance(v, ConfMap):
+            # sic: nats-server names the type of the enclosing tls map
+            self.err("error parsing ocsp peer config: unsupported type map[string]interface {}", pos)
+        o: dict[str, Any] = {}
+        pre = "error parsing tls peer config, "
+        for k, mv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk in ("verify", "warn_only", "unknown_is_good", "allow_when_ca_unreachable"):
+                if not isinstance(mv, bool):
+                    self.err(f"{pre}unknown field [{_go_quote(k)}]", kpos)
+                o[lk] = mv
+            elif lk in ("ca_timeout", "allowed_clockskew", "cache_ttl_when_next_update_unset"):
+                if isinstance(mv, str):
+                    try:
+                        at = parse_duration(mv)
+                    except ValueError as e:
+                        detail = "unexpected type" if lk == "allowed_clockskew" else str(e)
+                        self.err(f"{pre}conversion error: {detail}", kpos)
+                elif isinstance(mv, (int, float)) and not isinstance(mv, bool):
+                    at = float(mv)
+                else:
+                    self.err(f"{pre}conversion error: unexpected type", kpos)
+                if at >= 0:  # a negative value keeps the default
+                    o[lk] = at
+            else:
+                self.err(f"{pre}unknown field [{_go_quote(k)}]", kpos)
+        return OCSPPeerOptions(**o)
 
     # -- cluster
 
@@ -1283,6 +1408,11 @@ def _validate(o: ServerOptions, users_defined: bool) -> list[str]:
                 "configuration",
                 where,
             )
+    # (helper O) checked when the server starts, as nats-server does (``-t`` does not)
+    if o.tls is not None and o.tls.ocsp_peer is not None and o.tls.ocsp_peer.verify and not o.tls.verify:
+        raise ConfigError(
+            "OCSP peer verification for client connections requires TLS verify (mTLS) to be enabled", where
+        )
     warnings = []
     if o.max_payload > MAX_PAYLOAD_WARN:
         warnings.append(

@@ -120,7 +120,48 @@ class TLSOptions:
     # (added by config helper B) cluster/gateway blocks only: verify the peer and check that its
     # certificate's DNS names match a configured route/gateway URL
     verify_cert_and_check_known_urls: bool = False
+    # (added by OCSP helper O) ``ocsp_peer``: check the peer's certificate chain with OCSP
+    ocsp_peer: OCSPPeerOptions | None = None
     source: Source = field(default_factory=Source)
+
+
+# ---- OCSP (added by OCSP helper O; defaults are nats-server's) ----------------------------------
+
+
+@dataclass(frozen=True)
+class OCSPOptions:
+    """The top-level ``ocsp`` block: stapling the served certificates' OCSP status.
+
+    ``mode``: "auto" (staple when the certificate has Must-Staple), "must" (same, and shut down
+    when it is revoked), "always" (staple every certificate, shut down on revocation) or "never".
+    ``urls``: responders to ask instead of the certificate's AIA OCSP URLs."""
+
+    mode: str = "auto"
+    urls: tuple[str, ...] = ()
+    source: Source = field(default_factory=Source)
+
+
+@dataclass(frozen=True)
+class OCSPPeerOptions:
+    """``ocsp_peer`` inside a tls block (seconds for the times)."""
+
+    verify: bool = False
+    ca_timeout: float = 2.0
+    allowed_clockskew: float = 30.0
+    warn_only: bool = False
+    unknown_is_good: bool = False
+    allow_when_ca_unreachable: bool = False
+    cache_ttl_when_next_update_unset: float = 3600.0
+
+
+@dataclass(frozen=True)
+class OCSPCacheOptions:
+    """The top-level ``ocsp_cache`` block: where peer-check responses are kept."""
+
+    type: str = "local"  # "local" or "none"
+    local_store: str = "_rc_"
+    preserve_revoked: bool = False
+    save_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +232,12 @@ class ServerOptions:
 
     # clustering
     cluster: ClusterOptions | None = None
+
+    # (added by OCSP helper O) OCSP stapling, the peer-check response cache, and store_dir
+    # (nats-server's JetStream directory; pynatsd only keeps OCSP staples under <store_dir>/ocsp)
+    ocsp: OCSPOptions | None = None
+    ocsp_cache: OCSPCacheOptions | None = None
+    store_dir: str | None = None
 
     # logging and process
     debug: bool = False
