@@ -1,0 +1,220 @@
+"""``ocsp_peer`` on the client port: client certificates checked with OCSP after the handshake,
+against a local responder, with nats-py clients. The verdicts (good accepted, revoked and
+unreachable-responder rejected) are compared with the real nats-server; the options
+(unknown_is_good, allow_when_ca_unreachable, warn_only), the cache and reload run in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from tests.helpers.ocsp_responder import OCSPPKI, Cert, OCSPResponder, make_ocsp_pki
+from tests.helpers.servers import ServerProcess
+
+from pynatsd.config.load import FlagValues, load_options
+from pynatsd.server import Server
+from pynatsd.tls import ocsp
+
+HOST = "127.0.0.1"
+
+
+def client_ctx(pki: OCSPPKI, who: Cert) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=pki.ca_file)
+    ctx.load_cert_chain(who.cert_file, who.key_file)
+    return ctx
+
+
+async def try_connect(port: int, pki: OCSPPKI, who: Cert) -> bool:
+    """True when the client gets through (CONNECT, PING/PONG and a round trip)."""
+    try:
+        nc = await nats.connect(f"tls://{HOST}:{port}", tls=client_ctx(pki, who), tls_hostname="localhost",
+                                allow_reconnect=False, connect_timeout=3, max_reconnect_attempts=0)
+    except Exception:  # noqa: BLE001 - the server closed the connection after the handshake
+        return False
+    try:
+        sub = await nc.subscribe("ocsp.t")
+        await nc.publish("ocsp.t", b"x")
+        msg = await sub.next_msg(timeout=3)
+        return msg.data == b"x"
+    except nats.errors.Error:  # closed right after connecting (nats-py may not wait for PONG)
+        return False
+    finally:
+        await nc.close()
+
+
+def tls_conf(pki: OCSPPKI, peer: str = "ocsp_peer: true") -> str:
+    c = pki.server_plain
+    return (f'tls {{\n  cert_file: "{c.cert_file}"\n  key_file: "{c.key_file}"\n  ca_file: "{pki.ca_file}"\n'
+            f"  verify: true\n  {peer}\n}}\n")
+
+
+@pytest.fixture(scope="module")
+def responder() -> Iterator[OCSPResponder]:
+    with OCSPResponder() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory, responder: OCSPResponder) -> OCSPPKI:
+    p = make_ocsp_pki(tmp_path_factory.mktemp("ocsp-peer-pki"), responder.url)
+    responder.ca = p.ca
+    return p
+
+
+@pytest.fixture(autouse=True)
+def fresh_responder(responder: OCSPResponder) -> Iterator[None]:
+    responder.mode = "ok"
+    responder.statuses.clear()
+    responder.default = "good"
+    responder.signer = None
+    responder.validity = dt.timedelta(hours=1)
+    yield
+
+
+# ---- differential verdicts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "mode", "accepted"), [
+    ("good", "ok", True),
+    ("revoked", "ok", False),
+    ("unknown", "ok", False),
+    ("good", "unreachable", False),
+])
+async def test_verdict_matches_nats_server(impl: str, pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path,
+                                          status: str, mode: str, accepted: bool) -> None:
+    responder.set_status(pki.client, status)
+    responder.mode = mode
+    before = responder.count(pki.client.serial)
+    srv = ServerProcess(impl, tls_conf(pki), workdir=tmp_path)
+    await asyncio.to_thread(srv.start)
+    try:
+        assert await try_connect(srv.port, pki, pki.client) == accepted
+        assert responder.count(pki.client.serial) > before  # the client's status was asked for
+        assert await try_connect(srv.port, pki, pki.client_no_aia)  # nothing to check: accepted
+    finally:
+        await asyncio.to_thread(srv.cleanup)
+
+
+# ---- in-process: options, log lines, the cache, reload ------------------------------------------
+
+
+async def start_server(tmp_path: Path, config: str) -> Server:
+    path = tmp_path / "server.conf"
+    path.write_text(config)
+    srv = Server(load_options(str(path), FlagValues(host=HOST, port=-1)))
+    await srv.start()
+    return srv
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
+
+
+async def test_revoked_client_rejected_with_log_lines(
+    pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="pynatsd")
+    responder.set_status(pki.client, "revoked")
+    srv = await start_server(tmp_path, f'ocsp_cache {{ local_store: "{tmp_path / "rc"}" }}\n' + tls_conf(pki))
+    try:
+        assert logged(caplog, "OCSP peer cache online, type [local]")
+        assert not await try_connect(srv.port, pki, pki.client)
+        subj = ocsp.subject_dn(pki.client.cert)
+        assert logged(caplog, f"OCSP verify fail for [{subj}] with CA status [revoked]")
+        assert logged(caplog, "TLS handshake error: client not OCSP valid")
+        assert await try_connect(srv.port, pki, pki.client2)  # good
+    finally:
+        await srv.shutdown()
+
+
+@pytest.mark.parametrize(("peer", "status", "mode", "accepted"), [
+    ("ocsp_peer { verify: true, unknown_is_good: true }", "unknown", "ok", True),
+    ("ocsp_peer { verify: true, allow_when_ca_unreachable: true }", "good", "unreachable", True),
+    ("ocsp_peer { verify: true, warn_only: true }", "revoked", "ok", True),
+    ("ocsp_peer { verify: true, warn_only: true }", "good", "unreachable", True),
+    ("ocsp_peer { verify: true, warn_only: true }", "good", "expired", True),
+    ("ocsp_peer { verify: true }", "good", "expired", False),
+    ("ocsp_peer { verify: true, allowed_clockskew: 0 }", "good", "no_next_update", True),
+    ("ocsp_peer { verify: true, cache_ttl_when_next_update_unset: 30 }", "good", "no_next_update", False),
+    ("ocsp_peer { verify: false }", "revoked", "ok", True),
+])
+async def test_peer_options(pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path,
+                            peer: str, status: str, mode: str, accepted: bool) -> None:
+    responder.set_status(pki.client, status)
+    responder.mode = mode
+    srv = await start_server(tmp_path, "ocsp_cache: false\n" + tls_conf(pki, peer))
+    try:
+        assert await try_connect(srv.port, pki, pki.client) == accepted
+    finally:
+        await srv.shutdown()
+
+
+async def test_delegated_responder(pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path) -> None:
+    srv = await start_server(tmp_path, "ocsp_cache: false\n" + tls_conf(pki))
+    try:
+        responder.signer = pki.delegate
+        assert await try_connect(srv.port, pki, pki.client)
+        responder.signer = pki.not_delegate  # no OCSPSigning EKU: not a responder
+        assert not await try_connect(srv.port, pki, pki.client)
+    finally:
+        await srv.shutdown()
+
+
+async def test_cache_avoids_responder_and_is_saved(pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path) -> None:
+    store = tmp_path / "rc"
+    config = f'ocsp_cache {{ local_store: "{store}" }}\n' + tls_conf(pki)
+    srv = await start_server(tmp_path, config)
+    try:
+        before = responder.count(pki.client.serial)
+        assert await try_connect(srv.port, pki, pki.client)
+        assert await try_connect(srv.port, pki, pki.client)
+        assert responder.count(pki.client.serial) == before + 1  # the second came from the cache
+        assert srv.ocsp.cache.hits == 1
+    finally:
+        await srv.shutdown()
+    doc = json.loads((store / "cache.json").read_text())
+    assert doc[ocsp.fingerprint(pki.client.cert)]["resp_status"] == "good"
+    # a restarted server loads it: no request at all, even with the responder down
+    responder.mode = "unreachable"
+    srv = await start_server(tmp_path, config)
+    try:
+        before = responder.count()
+        assert await try_connect(srv.port, pki, pki.client)
+        assert responder.count() == before
+    finally:
+        await srv.shutdown()
+
+
+async def test_no_cache_asks_every_time(pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path) -> None:
+    srv = await start_server(tmp_path, "ocsp_cache { type: none }\n" + tls_conf(pki))
+    try:
+        before = responder.count(pki.client.serial)
+        assert await try_connect(srv.port, pki, pki.client)
+        assert await try_connect(srv.port, pki, pki.client)
+        assert responder.count(pki.client.serial) == before + 2
+    finally:
+        await srv.shutdown()
+
+
+async def test_reload_turns_peer_checks_on(pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path) -> None:
+    responder.set_status(pki.client, "revoked")
+    path = tmp_path / "server.conf"
+    srv = await start_server(tmp_path, "ocsp_cache: false\n" + tls_conf(pki, ""))
+    try:
+        assert await try_connect(srv.port, pki, pki.client)
+        path.write_text("ocsp_cache: false\n" + tls_conf(pki))
+        srv.reload(load_options(str(path), FlagValues(host=HOST, port=-1)))
+        assert not await try_connect(srv.port, pki, pki.client)
+        path.write_text("ocsp_cache: false\n" + tls_conf(pki, "ocsp_peer: false"))
+        srv.reload(load_options(str(path), FlagValues(host=HOST, port=-1)))
+        assert await try_connect(srv.port, pki, pki.client)
+    finally:
+        await srv.shutdown()
