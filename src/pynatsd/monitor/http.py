@@ -24,7 +24,6 @@ Beyond nats-server:
 
 from __future__ import annotations
 
-import html
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -36,7 +35,6 @@ from pynatsd import NATS_SERVER_COMPAT_VERSION, __version__
 from pynatsd.config.options import ServerOptions, TLSOptions
 from pynatsd.errors import ConfigError
 from pynatsd.monitor import endpoints as ep
-from pynatsd.monitor import metrics
 from pynatsd.monitor.certwatch import (
     DAY,
     CertExpiryWatch,
@@ -156,10 +154,20 @@ class MonitorServer:
         self.cert_watch = CertExpiryWatch(
             server, interval=expiry_check_interval, extra=self._extra_certs
         )
-        self.registry = metrics.make_registry(server, certs=self.served_certs, http_req_stats=self.req_stats)
+        self._registry: Any = None  # built on the first /metrics (prometheus_client costs ~25 ms to import)
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self._live_ssl: ssl.SSLContext | None = None  # what new HTTPS handshakes get (swap_tls)
+
+    @property
+    def registry(self) -> Any:
+        """The Prometheus registry behind /metrics (``metrics.make_registry``), made on first use."""
+        if self._registry is None:
+            from pynatsd.monitor import metrics
+
+            self._registry = metrics.make_registry(self.server, certs=self.served_certs,
+                                                   http_req_stats=self.req_stats)
+        return self._registry
 
     @property
     def opts(self) -> ServerOptions:
@@ -287,6 +295,8 @@ class MonitorServer:
         )
 
     async def _root(self, request: web.Request) -> web.Response:
+        import html  # only this page needs it (html.entities is a large table)
+
         self._count("/")
         links = "\n".join(
             f'    <a href=".{html.escape(path)}">{html.escape(label)}<span class="endpoint"> {path}</span></a>'
@@ -389,6 +399,8 @@ class MonitorServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         self._count("/metrics")
+        from pynatsd.monitor import metrics
+
         body, content_type = metrics.render(self.registry, request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
