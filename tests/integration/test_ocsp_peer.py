@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import ssl
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import nats
 import nats.errors
 import pytest
 from tests.helpers.ocsp_responder import OCSPPKI, Cert, OCSPResponder, make_ocsp_pki
-from tests.helpers.servers import ServerProcess
+from tests.helpers.servers import ServerProcess, nats_server_binary
 
 from pynatsd.config.load import FlagValues, load_options
 from pynatsd.server import Server
@@ -26,16 +27,16 @@ from pynatsd.tls import ocsp
 HOST = "127.0.0.1"
 
 
-def client_ctx(pki: OCSPPKI, who: Cert) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=pki.ca_file)
-    ctx.load_cert_chain(who.cert_file, who.key_file)
-    return ctx
-
-
 async def try_connect(port: int, pki: OCSPPKI, who: Cert) -> bool:
+    return await connects(port, pki.ca_file, who.cert_file, who.key_file)
+
+
+async def connects(port: int, ca_file: str, cert_file: str, key_file: str) -> bool:
     """True when the client gets through (CONNECT, PING/PONG and a round trip)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.load_cert_chain(cert_file, key_file)
     try:
-        nc = await nats.connect(f"tls://{HOST}:{port}", tls=client_ctx(pki, who), tls_hostname="localhost",
+        nc = await nats.connect(f"tls://{HOST}:{port}", tls=ctx, tls_hostname="localhost",
                                 allow_reconnect=False, connect_timeout=3, max_reconnect_attempts=0)
     except Exception:  # noqa: BLE001 - the server closed the connection after the handshake
         return False
@@ -218,3 +219,35 @@ async def test_reload_turns_peer_checks_on(pki: OCSPPKI, responder: OCSPResponde
         assert await try_connect(srv.port, pki, pki.client)
     finally:
         await srv.shutdown()
+
+
+def readme_ocsp_config() -> str:
+    """The configuration shown in README.md's OCSP section, verbatim."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text[text.index("### OCSP"):]
+    start = section.index("```\n") + 4
+    return section[start:section.index("```", start)]
+
+
+async def test_readme_example_works_as_written(tmp_path: Path) -> None:
+    """With ``pynatsd certs`` files (no OCSP responder named: nothing to staple or check), the
+    README's example starts, accepts a client certificate, and nats-server accepts it too."""
+    config = readme_ocsp_config()
+    assert "ocsp_peer: true" in config and "ocsp {" in config
+    made = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pynatsd", "certs", "certs", "--client", "alice", cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL)
+    assert await made.wait() == 0
+    (tmp_path / "n.conf").write_text(config)
+    check = await asyncio.create_subprocess_exec(nats_server_binary(), "-t", "-c", "n.conf", cwd=tmp_path,
+                                                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    assert await check.wait() == 0
+    srv = ServerProcess("pynatsd", config, workdir=tmp_path)
+    await asyncio.to_thread(srv.start)
+    try:
+        certs = tmp_path / "certs"
+        assert await connects(srv.port, str(certs / "ca.pem"), str(certs / "alice-cert.pem"),
+                              str(certs / "alice-key.pem"))
+        assert "OCSP peer cache online, type [local]" in srv.stderr()
+    finally:
+        await asyncio.to_thread(srv.cleanup)

@@ -614,7 +614,8 @@ class _Loader:
         elif lk in ("store_dir", "storedir"):
             # (helper O) JetStream is not implemented; the directory still holds OCSP staples
             kw["store_dir"] = self.str_(v, k, pos)
-            self.unsupported(k, pos, "(JetStream; used only for OCSP staple files)")
+            self.warn(f"{_go_quote(k)}: JetStream is not supported by pynatsd; the directory only keeps "
+                      "OCSP staple files (<store_dir>/ocsp)", pos)
         elif lk in ("mappings", "maps"):
             self.unsupported(k, pos, "(subject mappings)")
         elif lk == "ocsp":  # (helper O)
@@ -1374,7 +1375,8 @@ def _apply_flags(
     if flags.jetstream:
         warnings.append(f"<flags>: -js (JetStream): {NOT_SUPPORTED}")
     if flags.store_dir:
-        warnings.append(f"<flags>: --store_dir (JetStream): {NOT_SUPPORTED}")
+        kw["store_dir"] = flags.store_dir  # (helper O) where OCSP staples are kept
+        warnings.append(f"<flags>: --store_dir (JetStream): {NOT_SUPPORTED} (OCSP staple files are kept there)")
     if flags.profile:
         warnings.append(f"<flags>: --profile (profiling port): {NOT_SUPPORTED}")
     return auth
