@@ -22,7 +22,7 @@ from bench.load import LoadError
 from bench.profiling import cprofile_summary, find_py_spy, pyspy_summary
 from bench.report import Results, Runs, errors_text, runs_text, table
 from bench.scenarios import Env, Scenario, Settings, machine_description, scenarios, selfcheck_scenarios
-from bench.servers import ServerError, nats_server_binary
+from bench.servers import ServerError, nats_server_binary, precompile_sources
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -140,7 +140,8 @@ def _pynatsd_version() -> str:
     return f"pynatsd {sha}" + (" with uncommitted changes in src/" if dirty else "")
 
 
-def header(a: argparse.Namespace, settings: Settings, labels: list[str], rounds: int, title: str) -> str:
+def header(a: argparse.Namespace, settings: Settings, labels: list[str], rounds: int, title: str,
+           compiled: str = "") -> str:
     mach = machine_description()
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load = os.getloadavg()
@@ -150,7 +151,8 @@ def header(a: argparse.Namespace, settings: Settings, labels: list[str], rounds:
         f"- date: {now}",
         f"- machine: {mach['cores']} cores ({mach['cpu']}), {mach['memory']}, Linux {mach['kernel']}, "
         f"load average before the run {load[0]:.2f}",
-        f"- software: Python {platform.python_version()}, {_nats_version()}, {_pynatsd_version()}",
+        f"- software: Python {platform.python_version()}, {_nats_version()}, {_pynatsd_version()}"
+        + (f" ({compiled})" if compiled else ""),
         f"- settings: payload {settings.payload} B, "
         + (f"{settings.msgs:,} msgs per run" if settings.msgs else f"{settings.duration:g} s per run")
         + f", {rounds} round(s) of {' / '.join(labels)} (fresh server per run), "
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     _raise_nofile()
     workdir = tempfile.mkdtemp(prefix="pynatsd-bench-")
     try:
+        compiled = precompile_sources()
         if a.profile:
             return profile_main(a, settings, workdir)
         if a.self_check:
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 impls = [(a.impl, a.impl)]
                 title = f"{a.impl} only"
         labels = [lab for lab, _ in impls]
-        head = header(a, settings, labels, rounds, title)
+        head = header(a, settings, labels, rounds, title, compiled)
         results = run_all(scens, impls, rounds, workdir, settings)
         body = table(scens, results, labels, goals=not a.noise and not a.self_check)
         parts = [head, body, ""]

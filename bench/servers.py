@@ -80,6 +80,23 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def precompile_sources() -> str:
+    """Byte-compile pynatsd's and the bench's sources into their ``__pycache__`` directories
+    (git ignores them), as a pip-installed package has them: with PYTHONDONTWRITEBYTECODE set
+    and an editable install, every server start would otherwise compile every module again
+    (about 150 ms CPU and 2-3 MiB of RSS on a fresh server). Up-to-date files are skipped.
+    Returns what was done, for the report header."""
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("pynatsd")
+    if spec is None or not spec.submodule_search_locations:
+        return "pynatsd not found"
+    dirs = [*spec.submodule_search_locations, os.path.dirname(os.path.abspath(__file__))]
+    ok = all(compileall.compile_dir(d, quiet=1) for d in dirs)
+    return "sources byte-compiled before the runs" if ok else "byte-compiling the sources failed"
+
+
 def _child_env() -> dict[str, str]:
     # The sink and the profiling wrapper live in this package: make it importable from the
     # server's working directory (a temp dir).
