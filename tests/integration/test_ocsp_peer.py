@@ -18,7 +18,7 @@ import nats
 import nats.errors
 import pytest
 from tests.helpers.ocsp_responder import OCSPPKI, Cert, OCSPResponder, make_ocsp_pki
-from tests.helpers.servers import ServerProcess, nats_server_binary
+from tests.helpers.servers import ServerProcess, ServerStartError, nats_server_binary
 
 from pynatsd.config.load import FlagValues, load_options
 from pynatsd.server import Server
@@ -100,8 +100,22 @@ async def test_verdict_matches_nats_server(impl: str, pki: OCSPPKI, responder: O
         assert await try_connect(srv.port, pki, pki.client) == accepted
         assert responder.count(pki.client.serial) > before  # the client's status was asked for
         assert await try_connect(srv.port, pki, pki.client_no_aia)  # nothing to check: accepted
+        subj = ocsp.subject_dn(pki.client.cert)
+        if status != "good":
+            await wait_stderr(srv, f"OCSP verify fail for [{subj}] with CA status [{status}]")
+        if not accepted:
+            await wait_stderr(srv, "client not OCSP valid")
+        if mode == "unreachable":
+            await wait_stderr(srv, f"Attempt to obtain OCSP response from CA responder for [{subj}] failed: ")
     finally:
         await asyncio.to_thread(srv.cleanup)
+
+
+async def wait_stderr(srv: ServerProcess, text: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in srv.stderr():
+        assert asyncio.get_running_loop().time() < deadline, f"no {text!r} in\n{srv.logs()}"
+        await asyncio.sleep(0.02)  # another process writes the log: poll with a deadline
 
 
 # ---- in-process: options, log lines, the cache, reload ------------------------------------------
@@ -251,3 +265,13 @@ async def test_readme_example_works_as_written(tmp_path: Path) -> None:
         assert "OCSP peer cache online, type [local]" in srv.stderr()
     finally:
         await asyncio.to_thread(srv.cleanup)
+
+
+def test_ocsp_peer_without_verify_refused_at_start_like_nats_server(impl: str, pki: OCSPPKI, tmp_path: Path) -> None:
+    c = pki.server_plain
+    config = f'tls {{\n  cert_file: "{c.cert_file}"\n  key_file: "{c.key_file}"\n  ocsp_peer: true\n}}\n'
+    srv = ServerProcess(impl, config, workdir=tmp_path)
+    with pytest.raises(ServerStartError) as exc:
+        srv.start()
+    srv.cleanup()
+    assert "OCSP peer verification for client connections requires TLS verify (mTLS) to be enabled" in str(exc.value)

@@ -3,6 +3,7 @@ signature/delegation checks, time windows, the mode table and the peer response 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -150,3 +151,24 @@ def test_response_cache_roundtrip_and_policies(pki: OCSPPKI, tmp_path: Path) -> 
     broken = ocsp.ResponseCache(OCSPCacheOptions(local_store=str(store)))
     broken.load()
     assert broken.items == {} and broken.dirty
+
+
+async def test_expired_staple_is_left_out_and_refetched_at_once(pki: OCSPPKI) -> None:
+    """OpenSSL's callback cannot wait for a fetch: an expired staple is not sent, and the
+    monitor's refresh is woken at once (nats-server fetches within the handshake)."""
+    memory: dict[str, ocsp.Status] = {}
+    mon = ocsp.StapleMonitor(kind="Client", cert_file="c.pem", leaf=pki.server_plain.cert, issuer=pki.ca.cert,
+                             urls=[URL], shutdown_on_revoke=False, store_dir=None, memory=memory,
+                             on_revoked=lambda: None)
+    assert mon.staple(None, None) == b""  # nothing yet
+    good = ocsp.parse_response(response(pki), pki.server_plain.cert, pki.ca.cert)
+    memory[mon.key] = good
+    assert mon.staple(None, None) == good.raw
+    memory[mon.key] = ocsp.Status(good.raw, "good", NOW - dt.timedelta(hours=2), NOW - dt.timedelta(seconds=1))
+    mon._loop = asyncio.get_running_loop()
+    mon._wake = asyncio.Event()
+    assert mon.staple(None, None) == b""
+    await asyncio.wait_for(mon._wake.wait(), 5)
+    assert mon.next_run() == ocsp.MIN_CHECK_INTERVAL
+    memory[mon.key] = ocsp.Status(good.raw, "good", NOW, None)
+    assert mon.next_run() == ocsp.DEFAULT_CHECK_INTERVAL

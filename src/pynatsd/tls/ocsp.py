@@ -845,6 +845,8 @@ class OCSPManager:
 
     async def _do_restart(self) -> None:
         opts = self.server.opts
+        if opts.tls is None:
+            self.peer = None  # TLS removed: nothing to check
         if self.cache is not None:
             await self.cache.stop()  # saved; the new one loads it back
             self.cache = None
