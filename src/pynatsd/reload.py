@@ -422,6 +422,12 @@ def install_cluster_tls(server: Server, copts: ClusterOptions, built: tuple[Serv
         return
     routes.copts = copts
     routes.server_tls, routes.client_tls = built if built is not None else (None, None)
+    if built is not None:  # (helper O) OCSP stapling callback on the new route context
+        if getattr(server, "ocsp", None) is None:
+            from pynatsd.tls.ocsp import OCSPManager
+
+            server.ocsp = OCSPManager(server)
+        server.ocsp.route_tls(built[0])
     tls = copts.tls
     routes.tls_timeout = tls.timeout if tls is not None else DEFAULT_TLS_TIMEOUT
     if copts.auth_timeout is not None:
@@ -622,8 +628,7 @@ def refresh_tls(server: Server, block: str) -> bool:
         install_cluster_tls(server, opts.cluster, cluster_built)
     for name in listeners:
         log.info("Reloaded TLS certificate for %s from %s (expires %s)", name, source, rfc3339(built.not_after))
-    if block == "tls":
-        _ocsp_restart(server)  # (helper O) a new certificate needs its own status
+    _ocsp_restart(server)  # (helper O) a new certificate needs its own status
     _expiry_check(server)
     return True
 

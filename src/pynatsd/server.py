@@ -258,7 +258,7 @@ class Server:
         self.monitor: Any = None
         self.cert_watch: Any = None  # certificate expiry watch when there is no monitor (helper F)
         self.tls_watch: Any = None  # pynatsd.tls.watch.TLSFileWatch for ``watch: true`` blocks (helper R)
-        self.ocsp: Any = None  # pynatsd.tls.ocsp.OCSPManager when the client port has TLS (helper O)
+        self.ocsp: Any = None  # pynatsd.tls.ocsp.OCSPManager when the client or route port has TLS (helper O)
         # clustering (pynatsd.cluster.routes.RouteManager) when a cluster port is configured
         self.routes: Any = None
         self.cluster_port = 0
@@ -313,7 +313,8 @@ class Server:
         if opts.config_file:
             log.info("Using configuration file: %s", opts.config_file)
         self._setup_tls()
-        if self.tls is not None:
+        cluster_tls = opts.cluster is not None and opts.cluster.port != 0 and opts.cluster.tls is not None
+        if self.tls is not None or cluster_tls:
             await self._setup_ocsp()
         if opts.cluster is not None and opts.cluster.port != 0:
             from pynatsd.cluster.routes import RouteManager
@@ -349,6 +350,8 @@ class Server:
         if self.routes is not None:
             await self.routes.start()
             self.cluster_port = self.routes.port
+            if self.ocsp is not None and self.routes.server_tls is not None:
+                self.ocsp.route_tls(self.routes.server_tls)  # (helper O) staples on the route port
         from pynatsd.reload import start_tls_watch
 
         start_tls_watch(self)  # tls blocks with ``watch: true`` (helper R)
@@ -368,8 +371,8 @@ class Server:
         self.tls_map_users = bool(getattr(self.tls, "map_users", tlso.verify_and_map))
 
     async def _setup_ocsp(self) -> None:
-        """(helper O) OCSP stapling and peer checks for the client port: the first status is
-        fetched now, so a server that must staple and cannot does not start."""
+        """(helper O) OCSP stapling (client and route ports) and peer checks (client port): the
+        first statuses are fetched now, so a server that must staple and cannot does not start."""
         from pynatsd.tls.ocsp import OCSPError, OCSPManager
 
         mgr = OCSPManager(self)

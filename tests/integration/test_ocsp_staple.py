@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 from OpenSSL import SSL
-from tests.helpers.ocsp_responder import OCSPPKI, Cert, OCSPResponder, make_ocsp_pki
+from tests.helpers.ocsp_responder import OCSPPKI, Cert, OCSPResponder, make_cert, make_ocsp_pki
 from tests.helpers.servers import ServerProcess, ServerStartError
 
 from pynatsd.config.load import FlagValues, load_options
@@ -332,3 +332,74 @@ async def test_reload_with_unreachable_responder_keeps_running(
         assert await staple_of(srv, pki.ca_file) is None
     finally:
         await srv.shutdown()
+
+
+# ---- the route port -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def route_cert(pki: OCSPPKI) -> Cert:
+    """A route certificate (server and client auth) naming the responder."""
+    return make_cert(pki.dir, "route", "localhost", issuer=pki.ca, ocsp_urls=(ocsp_url(pki),), server=True,
+                     client=True)
+
+
+def ocsp_url(pki: OCSPPKI) -> str:
+    from pynatsd.tls.ocsp import aia_ocsp_urls
+
+    return aia_ocsp_urls(pki.server_plain.cert)[0]
+
+
+def cluster_conf(cert: Cert, ca_file: str) -> str:
+    return ('cluster {\n  name: "c"\n  listen: "127.0.0.1:-1"\n'
+            + "  " + tls_conf(cert, ca_file).replace("\n", "\n  ") + "\n}\n")
+
+
+def route_staple(port: int, pki: OCSPPKI, who: Cert) -> bytes | None:
+    """TLS at once on the route port (mutual), asking for the certificate status."""
+    sock = socket.create_connection((HOST, port), timeout=5)
+    sock.settimeout(None)  # OpenSSL drives a blocking socket; the server's TLS timeout bounds it
+    try:
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        ctx.load_verify_locations(pki.ca_file)
+        ctx.use_certificate_chain_file(who.cert_file)
+        ctx.use_privatekey_file(who.key_file)
+        got: dict[str, bytes] = {}
+
+        def on_status(conn: SSL.Connection, data: bytes, _: object) -> bool:
+            got["staple"] = data
+            return True
+
+        ctx.set_ocsp_client_callback(on_status)
+        conn = SSL.Connection(ctx, sock)
+        conn.set_tlsext_host_name(b"localhost")
+        conn.request_ocsp()
+        conn.set_connect_state()
+        conn.do_handshake()
+        return got.get("staple") or None
+    finally:
+        sock.close()
+
+
+def test_route_port_staples_like_nats_server(impl: str, pki: OCSPPKI, responder: OCSPResponder, route_cert: Cert,
+                                             tmp_path: Path) -> None:
+    config = "ocsp { mode: always }\n" + tls_conf(pki.server_plain, pki.ca_file) + cluster_conf(route_cert, pki.ca_file)
+    with ServerProcess(impl, config, workdir=tmp_path) as srv:
+        assert srv.ports is not None
+        port = int(srv.ports["cluster"][0].rsplit(":", 1)[1])
+        st = route_staple(port, pki, route_cert)
+        assert st is not None and ocsp.load_der_ocsp_response(st).serial_number == route_cert.serial
+        assert staple_status(st) == "good"
+        assert "OCSP Stapling enabled for Router connections" in srv.stderr() + srv.stdout()
+
+
+def test_route_certificate_without_responder_fails_start_like_nats_server(
+    impl: str, pki: OCSPPKI, tmp_path: Path,
+) -> None:
+    config = "ocsp { mode: always }\n" + cluster_conf(pki.server_no_aia, pki.ca_file)
+    srv = ServerProcess(impl, config, workdir=tmp_path)
+    with pytest.raises(ServerStartError) as exc:
+        srv.start()
+    srv.cleanup()
+    assert (f"bad OCSP status update for certificate at '{pki.server_no_aia.cert_file}': no available ocsp servers"
+            in str(exc.value))

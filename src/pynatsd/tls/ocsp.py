@@ -776,29 +776,45 @@ class PeerChecker:
 
 
 class OCSPManager:
-    """What one server runs for OCSP: the stapling monitor of the client listener, the peer
-    checker of the client tls block and the response cache. ``server`` needs ``opts``, ``tls``
-    (a ServerTLS or None) and ``shutdown()``."""
+    """What one server runs for OCSP: the stapling monitors of the client listener ("Client")
+    and of the route listener ("Router"), the peer checker of the client tls block and the
+    response cache. ``server`` needs ``opts``, ``tls`` (a ServerTLS or None) and ``shutdown()``."""
+
+    KINDS = ("Client", "Router")  # nats-server's order (and log names)
 
     def __init__(self, server: Any) -> None:
         self.server = server
         self.memory: dict[str, Status] = {}
-        self.monitor: StapleMonitor | None = None
+        self.monitors: dict[str, StapleMonitor] = {}
         self.cache: ResponseCache | None = None
         self.peer: PeerChecker | None = None
         self._restart: asyncio.Task[None] | None = None
         self._revoke_task: asyncio.Task[None] | None = None
 
+    @property
+    def monitor(self) -> StapleMonitor | None:
+        """The client listener's monitor."""
+        return self.monitors.get("Client")
+
     def _on_revoked(self) -> None:
         loop = asyncio.get_running_loop()
         self._revoke_task = loop.create_task(self.server.shutdown())
 
-    def _new_monitor(self, opts: Any) -> StapleMonitor | None:
-        tlso = opts.tls
-        if tlso is None or not tlso.cert_file:
-            return None  # ``certs`` lists: nats-server staples the first; not done here
-        return make_monitor(kind="Client", cert_file=tlso.cert_file, ca_file=tlso.ca_file, ocsp_opts=opts.ocsp,
-                            store_dir=opts.store_dir, memory=self.memory, on_revoked=self._on_revoked)
+    def _new_monitors(self, opts: Any) -> dict[str, StapleMonitor]:
+        """The monitors ``opts`` need, in nats-server's order. Raises OCSPError."""
+        blocks = {"Client": opts.tls}
+        c = opts.cluster
+        if c is not None and c.port != 0:
+            blocks["Router"] = c.tls
+        out = {}
+        for kind, tlso in blocks.items():
+            if tlso is None or not tlso.cert_file:
+                continue  # ``certs`` lists: nats-server staples the first; not done here
+            mon = make_monitor(kind=kind, cert_file=tlso.cert_file, ca_file=tlso.ca_file, ocsp_opts=opts.ocsp,
+                               store_dir=opts.store_dir, memory=self.memory, on_revoked=self._on_revoked)
+            if mon is not None:
+                out[kind] = mon
+        return out
 
     def peer_tls(self, opts: Any, built: Any) -> Any:
         """``built`` (a client-port ServerTLS) ready for OCSP: the stapling callback goes on its
@@ -806,7 +822,7 @@ class OCSPManager:
         monitor holds, if anything), and the peer check is attached when ocsp_peer asks."""
         import dataclasses
 
-        built.ssl_context.set_ocsp_server_callback(self._staple)
+        built.ssl_context.set_ocsp_server_callback(self._staple, "Client")
         tlso = opts.tls
         if tlso is not None and tlso.ocsp_peer is not None and tlso.ocsp_peer.verify:
             if self.cache is None:
@@ -816,29 +832,35 @@ class OCSPManager:
         self.peer = None
         return built
 
-    def _staple(self, conn: Any, data: Any) -> bytes:
-        mon = self.monitor
-        return mon.staple(conn, data) if mon is not None else b""
+    def route_tls(self, built: Any) -> None:
+        """The accepting side of the route port staples the route certificate's status (the
+        dialing side cannot: OpenSSL sends no client staple)."""
+        built.ssl_context.set_ocsp_server_callback(self._staple, "Router")
+
+    def _staple(self, conn: Any, kind: Any) -> bytes:
+        mon = self.monitors.get(kind)
+        return mon.staple(conn, None) if mon is not None else b""
 
     async def start(self) -> None:
-        """At start-up, before the listener: the first status (raises OCSPError: the server
-        must not start), then the monitor and the cache run."""
+        """At start-up, before the listeners: the first statuses (raises OCSPError: the server
+        must not start), then the monitors and the cache run."""
         opts = self.server.opts
-        mon = self._new_monitor(opts)
-        if mon is not None:
+        mons = self._new_monitors(opts)
+        for mon in mons.values():
             await initial_status(mon)
-            self.monitor = mon
+        self.monitors = mons
         if self.server.tls is not None:
             self.server.tls = self.peer_tls(opts, self.server.tls)
-        if mon is not None:
+        for mon in mons.values():
             mon.start()
         if self.cache is not None and self.peer is not None:
             self.cache.start()
 
     def reloaded(self) -> None:
         """After a reload applied new options (the new SSL contexts already went through
-        ``peer_tls``): the monitor restarts in the background (a failure is logged, as by
-        nats-server, and nothing is stapled until a status is had) and the cache restarts."""
+        ``peer_tls``/``route_tls``): the monitors restart in the background (a failure is
+        logged, as by nats-server, and nothing is stapled until a status is had) and the
+        cache restarts."""
         if self._restart is not None and not self._restart.done():
             self._restart.cancel()
         self._restart = asyncio.get_running_loop().create_task(self._do_restart())
@@ -853,21 +875,21 @@ class OCSPManager:
         if self.peer is not None:
             self.cache = self.peer.cache = ResponseCache(opts.ocsp_cache or OCSPCacheOptions())
             self.cache.start()
-        old = self.monitor
-        if old is not None:
-            await old.stop()
+        old = self.monitors
+        for mon in old.values():
+            await mon.stop()
         try:
-            mon = self._new_monitor(opts)
-            # the same certificate keeps its staple while the new monitor starts
-            self.monitor = old if old is not None and mon is not None and old.key == mon.key else None
-            if mon is not None:
+            new = self._new_monitors(opts)
+            # the same certificate keeps its staple while its new monitor starts
+            self.monitors = {k: m for k, m in old.items() if k in new and new[k].key == m.key}
+            for mon in new.values():
                 await initial_status(mon)
         except OCSPError as e:
-            self.monitor = None
+            self.monitors = {}
             log.warning("Can't restart OCSP features: %s", e)
             return
-        self.monitor = mon
-        if mon is not None:
+        self.monitors = new
+        for mon in new.values():
             mon.start()
 
     async def stop(self) -> None:
@@ -875,7 +897,7 @@ class OCSPManager:
             self._restart.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._restart
-        if self.monitor is not None:
-            await self.monitor.stop()
+        for mon in self.monitors.values():
+            await mon.stop()
         if self.cache is not None:
             await self.cache.stop()
