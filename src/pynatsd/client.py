@@ -279,7 +279,8 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         return f'{self._ncs} - "{label}"' if label else self._ncs
 
     def debug(self, msg: str) -> None:
-        log.debug("%s - %s", self._prefix(), msg)
+        if log.isEnabledFor(logging.DEBUG):  # _prefix() is not free, and most servers run at INFO
+            log.debug("%s - %s", self._prefix(), msg)
 
     def notice(self, msg: str) -> None:
         log.info("%s - %s", self._prefix(), msg)
@@ -291,7 +292,8 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         log.error("%s - %s", self._prefix(), msg)
 
     def trace(self, msg: str) -> None:
-        log.log(TRACE, "%s - %s", self._prefix(), msg)
+        if log.isEnabledFor(TRACE):
+            log.log(TRACE, "%s - %s", self._prefix(), msg)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -488,12 +490,14 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             try:
                 from pynatsd.tls.identity import tls_info
 
-                self.tls_info = tls_info(tls_transport)
+                # peer certificates are worked out when /connz lists them (tls_peer_certs)
+                self.tls_info = tls_info(tls_transport, peer_certs=False)
             except Exception:  # noqa: BLE001 - informational only
                 self.tls_info = None
-            self.debug("TLS handshake complete")
-            if self.tls_info and self.tls_info.get("version"):
-                self.debug(f"TLS version {self.tls_info.get('version')}, cipher suite {self.tls_info.get('cipher_suite')}")
+            if log.isEnabledFor(logging.DEBUG):
+                self.debug("TLS handshake complete")
+                if self.tls_info and self.tls_info.get("version"):
+                    self.debug(f"TLS version {self.tls_info.get('version')}, cipher suite {self.tls_info.get('cipher_suite')}")
             if first:
                 self._send_info_now()
                 if not server.register_client(self):
@@ -1111,6 +1115,18 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             self._auth_timer.cancel()
             self._auth_timer = None
         self.update_fast_path()
+
+    def tls_peer_certs(self) -> list[dict[str, str]]:
+        """The /connz ``tls_peer_certs`` entries of an open TLS connection (leaf first)."""
+        t = self.transport
+        if self.tls_info is None or t is None or t is self.raw_transport or self.closed:
+            return []
+        from pynatsd.tls.identity import peer_cert_info
+
+        try:
+            return [peer_cert_info(c) for c in t.get_extra_info("peer_cert_chain") or ()]
+        except Exception:  # noqa: BLE001 - informational only
+            return []
 
     def peer_cert(self) -> Any:
         """The verified client certificate (cryptography x509) of a TLS connection, or None."""

@@ -1080,3 +1080,20 @@ def test_readme_client_snippet(readme_dir: Path) -> None:
         script = README_CLIENT.replace("4222", str(srv.port))
         p = subprocess.run([sys.executable, "-c", script], cwd=srv.dir, capture_output=True, text=True, timeout=30)
         assert (p.returncode, p.stdout) == (0, "b'hello'\n"), p.stderr
+
+
+def test_served_chain_is_cert_file_as_given_like_nats_server(certs: CertSet) -> None:
+    """The chain sent is cert_file's certificates, never completed from ca_file (Go's way; and
+    OpenSSL's automatic chain building cost a chain verification per handshake)."""
+    conf = tls_block(certs, verify=True, ca_file=certs.ca.cert_file)
+    seen: dict[str, list[str]] = {}
+    for impl in ("nats", "pynatsd"):
+        with pynatsd(conf, impl=impl) as srv:
+            conn, sock, _ = pyopenssl_nats(srv.port, certs.ca.cert_file, who=certs.alice)
+            try:
+                chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+                seen[impl] = [c.subject.rfc4514_string() for c in chain]
+                assert pyopenssl_ping(conn) == b"PONG\r\n"
+            finally:
+                sock.close()
+    assert seen["pynatsd"] == seen["nats"] == [certs.server.cert.subject.rfc4514_string()]

@@ -490,8 +490,12 @@ def _conn_entry(c: Any, now: dt.datetime, o: ConnzOptions, closed: bool) -> _Ent
         if tls.get("cipher_suite"):
             ci["tls_cipher_suite"] = tls["cipher_suite"]
         # a closed connection's entry was made at close time, without peer certificates
-        if o.auth and not closed and tls.get("peer_certs"):
-            ci["tls_peer_certs"] = [_peer_cert(pc) for pc in tls["peer_certs"]]
+        if o.auth and not closed:
+            peer = tls.get("peer_certs")
+            if peer is None and hasattr(c, "tls_peer_certs"):
+                peer = c.tls_peer_certs()  # client connections: worked out on request
+            if peer:
+                ci["tls_peer_certs"] = [_peer_cert(pc) for pc in peer]
         if tls.get("tls_first") or getattr(c, "tls_first", False):
             ci["tls_first"] = True
         if tls.get("group"):

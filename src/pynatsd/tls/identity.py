@@ -503,17 +503,20 @@ def peer_cert_info(cert: CertLike) -> dict[str, str]:
     return dict(info)
 
 
-def tls_info(transport: Any) -> dict[str, Any]:
+def tls_info(transport: Any, *, peer_certs: bool = True) -> dict[str, Any]:
     """TLS facts of an established connection for /connz: version ("1.3"), cipher_suite (Go
-    name), group (Go name, e.g. "X25519MLKEM768") and peer_certs (leaf first)."""
+    name), group (Go name, e.g. "X25519MLKEM768") and, unless ``peer_certs=False`` (client
+    connections work them out on request: ClientConnection.tls_peer_certs), peer_certs (leaf
+    first)."""
     from pynatsd.tls.context import go_cipher_name, go_group_name
 
     conn = transport.get_extra_info("ssl_object")
     version = conn.get_protocol_version_name()  # "TLSv1.3"
-    peer_certs = [peer_cert_info(c) for c in transport.get_extra_info("peer_cert_chain") or ()]
-    return {
+    info: dict[str, Any] = {
         "version": version[4:] if version.startswith("TLSv") else version,
         "cipher_suite": go_cipher_name(conn.get_cipher_name()),
         "group": go_group_name(conn.get_group_name()),
-        "peer_certs": peer_certs,
     }
+    if peer_certs:
+        info["peer_certs"] = [peer_cert_info(c) for c in transport.get_extra_info("peer_cert_chain") or ()]
+    return info
