@@ -9,6 +9,7 @@ last good staple, shutting down on revocation, reload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -403,3 +404,42 @@ def test_route_certificate_without_responder_fails_start_like_nats_server(
     srv.cleanup()
     assert (f"bad OCSP status update for certificate at '{pki.server_no_aia.cert_file}': no available ocsp servers"
             in str(exc.value))
+
+
+async def test_nats_server_routes_to_pynatsd_check_its_staple(pki: OCSPPKI, route_cert: Cert, tmp_path: Path) -> None:
+    """nats-server in a stapling mode requires the staple of the route port it dials (and
+    refuses the connection without one): with pynatsd's staple the route carries messages."""
+    import nats
+
+    base = "ocsp { mode: always }\n"
+    a = ServerProcess("pynatsd", base + cluster_conf(route_cert, pki.ca_file), workdir=tmp_path / "a")
+    await asyncio.to_thread(a.start)
+    try:
+        assert a.ports is not None
+        url = "nats-route://localhost:" + a.ports["cluster"][0].rsplit(":", 1)[1]
+        b_conf = base + cluster_conf(route_cert, pki.ca_file).replace(
+            'listen: "127.0.0.1:-1"', f'listen: "127.0.0.1:-1"\n  routes: ["{url}"]')
+        b = ServerProcess("nats", b_conf, workdir=tmp_path / "b")
+        await asyncio.to_thread(b.start)
+        try:
+            sub_nc = await nats.connect(a.url, allow_reconnect=False)
+            pub_nc = await nats.connect(b.url, allow_reconnect=False)
+            try:
+                sub = await sub_nc.subscribe("ocsp.route")
+                await sub_nc.flush()
+                deadline = asyncio.get_running_loop().time() + 10
+                got = None
+                while got is None:
+                    assert asyncio.get_running_loop().time() < deadline, b.logs()
+                    await pub_nc.publish("ocsp.route", b"hi")  # until the interest crossed the route
+                    with contextlib.suppress(nats.errors.TimeoutError):
+                        got = await sub.next_msg(timeout=0.2)
+                assert got.data == b"hi"
+                assert "missing OCSP Staple" not in b.stderr() + b.stdout()
+            finally:
+                await sub_nc.close()
+                await pub_nc.close()
+        finally:
+            await asyncio.to_thread(b.cleanup)
+    finally:
+        await asyncio.to_thread(a.cleanup)
