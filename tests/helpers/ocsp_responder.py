@@ -166,7 +166,8 @@ class OCSPResponder:
 
     def __init__(self) -> None:
         self.ca: Cert | None = None
-        self.signer: Cert | None = None  # None: the CA signs
+        self.signer: Cert | None = None  # None: the issuer of the certificate asked about signs
+        self.issuers: list[Cert] = []  # intermediate CAs answered for (besides ``ca``)
         self.statuses: dict[int, str] = {}
         self.default = "good"
         self.mode = "ok"
@@ -230,7 +231,10 @@ class OCSPResponder:
             this_update, next_update = now - dt.timedelta(hours=3), now - dt.timedelta(hours=2)
         elif self.mode == "no_next_update":
             next_update = None
-        return 200, make_response(der, self.signer or self.ca, status, this_update, next_update,
+        issuer = next((c for c in self.issuers
+                       if x509.SubjectKeyIdentifier.from_public_key(c.key.public_key()).digest == req.issuer_key_hash),
+                      self.ca)
+        return 200, make_response(der, self.signer or issuer, status, this_update, next_update,
                                   embed=self.signer is not None), serial
 
     def _record(self, method: str, serial: int | None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 import nats.errors
 import pytest
-from tests.helpers.ocsp_responder import OCSPPKI, Cert, OCSPResponder, make_ocsp_pki
+from tests.helpers.ocsp_responder import OCSPPKI, Cert, OCSPResponder, make_cert, make_ocsp_pki
 from tests.helpers.servers import ServerProcess, ServerStartError, nats_server_binary
 
 from pynatsd.config.load import FlagValues, load_options
@@ -76,6 +76,7 @@ def fresh_responder(responder: OCSPResponder) -> Iterator[None]:
     responder.statuses.clear()
     responder.default = "good"
     responder.signer = None
+    responder.issuers = []
     responder.validity = dt.timedelta(hours=1)
     yield
 
@@ -275,3 +276,43 @@ def test_ocsp_peer_without_verify_refused_at_start_like_nats_server(impl: str, p
         srv.start()
     srv.cleanup()
     assert "OCSP peer verification for client connections requires TLS verify (mTLS) to be enabled" in str(exc.value)
+
+
+@pytest.mark.parametrize(("revoked", "accepted"), [(None, True), ("intermediate", False), ("leaf", False)])
+async def test_every_eligible_link_of_the_chain_is_checked(
+    pki: OCSPPKI, responder: OCSPResponder, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    revoked: str | None, accepted: bool,
+) -> None:
+    """Client leaf -> intermediate CA -> root: both non-root certificates name the responder and
+    must be good."""
+    caplog.set_level(logging.WARNING, logger="pynatsd")
+    url = ocsp.aia_ocsp_urls(pki.client.cert)[0]
+    inter = make_cert(tmp_path, "inter", "Intermediate CA", issuer=pki.ca, ca=True, ocsp_urls=(url,))
+    leaf = make_cert(tmp_path, "deep", "deep client", issuer=inter, ocsp_urls=(url,), client=True, chain=(inter,))
+    responder.issuers = [inter]
+    if revoked is not None:
+        responder.set_status(inter if revoked == "intermediate" else leaf, "revoked")
+    srv = await start_server(tmp_path, "ocsp_cache: false\n" + tls_conf(pki))
+    try:
+        assert await try_connect(srv.port, pki, leaf) == accepted
+        if revoked is not None:
+            who = inter if revoked == "intermediate" else leaf
+            assert logged(caplog, f"OCSP verify fail for [{ocsp.subject_dn(who.cert)}] with CA status [revoked]")
+    finally:
+        await srv.shutdown()
+
+
+async def test_revoked_intermediate_rejected_like_nats_server(impl: str, pki: OCSPPKI, responder: OCSPResponder,
+                                                             tmp_path: Path) -> None:
+    url = ocsp.aia_ocsp_urls(pki.client.cert)[0]
+    inter = make_cert(tmp_path, "inter", "Intermediate CA", issuer=pki.ca, ca=True, ocsp_urls=(url,))
+    leaf = make_cert(tmp_path, "deep", "deep client", issuer=inter, ocsp_urls=(url,), client=True, chain=(inter,))
+    responder.issuers = [inter]
+    responder.set_status(inter, "revoked")
+    srv = ServerProcess(impl, tls_conf(pki), workdir=tmp_path / "srv")
+    await asyncio.to_thread(srv.start)
+    try:
+        assert not await try_connect(srv.port, pki, leaf)
+        await wait_stderr(srv, f"OCSP verify fail for [{ocsp.subject_dn(inter.cert)}] with CA status [revoked]")
+    finally:
+        await asyncio.to_thread(srv.cleanup)
