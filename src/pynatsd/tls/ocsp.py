@@ -2,7 +2,7 @@
 checking the status of a peer's certificate chain (``ocsp_peer``), with the peer-check response
 cache (``ocsp_cache``). Behaviour and log/error texts follow nats-server 2.15.
 
-Stapling (client listener): ``StapleMonitor`` gets the leaf's status at start-up (in memory ->
+Stapling (client and route listeners): ``StapleMonitor`` gets the leaf's status at start-up (in memory ->
 ``<store_dir>/ocsp/<hex sha256 of the leaf DER>`` -> the responders: ``ocsp.url`` or the
 certificate's AIA OCSP URLs, HTTP POST then GET), validates it (signed by the issuer or by a
 delegate carrying the OCSPSigning EKU; ThisUpdate not in the future, NextUpdate not past), and
@@ -18,7 +18,11 @@ http(s) OCSP responder, or each such certificate gets a current, good response (
 Differences from nats-server: a staple found expired during a handshake is not re-fetched
 within that handshake (OpenSSL's callback cannot wait): the handshake goes on without a staple
 and a refresh starts at once. OpenSSL verifies one chain, so "any chain passes" is that chain.
-Routes do not staple. The peer cache file is plain JSON (base64 DER), not S2-compressed.
+The route port staples, but a route neither requires the peer's staple nor sends one when
+dialing (OpenSSL has no client-side stapling; nats-server in a stapling mode therefore refuses
+routes pynatsd dials). A response signed by a delegate without the OCSPSigning EKU is refused
+for our own staple too (nats-server staples it). The peer cache file is plain JSON (base64 DER),
+not S2-compressed.
 """
 
 from __future__ import annotations
