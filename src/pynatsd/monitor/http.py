@@ -24,12 +24,14 @@ Beyond nats-server:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import ssl
+import sys
+import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION, __version__
 from pynatsd.config.options import ServerOptions, TLSOptions
@@ -46,6 +48,23 @@ from pynatsd.monitor.certwatch import (
 from pynatsd.monitor.gofmt import go_json
 
 log = logging.getLogger("pynatsd.monitor")
+
+# aiohttp costs about 0.3 s of CPU to import (its client half, which comes with it, builds
+# SSL contexts at import). The listener is bound before "Server is ready" (so the port is
+# known, errors stop the start and the log order is nats-server's); when aiohttp is not loaded
+# yet, it is imported in a thread while the server already serves clients, and HTTP requests
+# made meanwhile wait in the listen backlog.
+if TYPE_CHECKING:
+    from aiohttp import web
+else:
+    web = sys.modules.get("aiohttp.web")
+
+
+def _import_web() -> None:
+    global web
+    from aiohttp import web as aiohttp_web
+
+    web = aiohttp_web
 
 # path -> (label on the index page); the order is the index page's
 INDEX = (
@@ -67,7 +86,7 @@ _TLS_VERSIONS = {
     "1.3": ssl.TLSVersion.TLSv1_3,
 }
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
 
 def _join(base: str, path: str) -> str:
@@ -156,6 +175,8 @@ class MonitorServer:
         )
         self._registry: Any = None  # built on the first /metrics (prometheus_client costs ~25 ms to import)
         self._runner: web.AppRunner | None = None
+        self._sock: socket.socket | None = None
+        self._serving: asyncio.Task[None] | None = None  # serving starts after aiohttp is imported
         self._stopping = False
         self._live_ssl: ssl.SSLContext | None = None  # what new HTTPS handshakes get (swap_tls)
 
@@ -215,32 +236,86 @@ class MonitorServer:
             port, self.scheme = opts.http_port, "http"
         if port < 0:
             port = 0
+        from pynatsd.server import listen_socket  # the client listener's binding, as nats-server
+
+        host = opts.http_host or "0.0.0.0"
+        try:
+            sock = listen_socket(host, port)
+        except OSError as e:
+            raise OSError(e.errno, f"can't listen to the monitor port: {e}") from e
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
+        if hasattr(self.server, "http_port"):
+            self.server.http_port = self.port
+        log.info("Starting %s monitor on %s", self.scheme, f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}")
+        await self.cert_watch.start()
+        if web is not None:
+            await self._serve(sock, ssl_ctx)
+        else:
+            self._serving = asyncio.ensure_future(self._serve_after_import(sock, ssl_ctx))
+
+    async def _serve_after_import(self, sock: socket.socket, ssl_ctx: ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finish(error: BaseException | None) -> None:
+            if not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+
+        def work() -> None:
+            error: BaseException | None = None
+            try:
+                _import_web()
+            except BaseException as e:  # handed to the loop, reported there
+                error = e
+            try:
+                loop.call_soon_threadsafe(finish, error)
+            except RuntimeError:
+                pass  # the loop is gone: the server stopped meanwhile
+
+        # a daemon thread of its own: neither process exit nor the default executor waits for it
+        threading.Thread(target=work, name="pynatsd-monitor-import", daemon=True).start()
+        try:
+            await done
+            if not self._stopping:
+                await self._serve(sock, ssl_ctx)
+        except Exception as e:
+            log.error("Monitoring listener failed to start: %s", e)
+
+    async def _serve(self, sock: socket.socket, ssl_ctx: ssl.SSLContext | None) -> None:
         app = web.Application(handler_args={"max_field_size": 1 << 16})
         app.on_response_prepare.append(_drop_server_header)
         self._add_routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, opts.http_host or "0.0.0.0", port, ssl_context=ssl_ctx, reuse_address=True)
+        site = web.SockSite(runner, sock, ssl_context=ssl_ctx)
         try:
             await site.start()
-        except OSError as e:
+        except OSError:
             await runner.cleanup()
-            raise OSError(e.errno, f"can't listen to the monitor port: {e}") from e
+            raise
         self._runner = runner
-        addr = runner.addresses[0]
-        self.port = int(addr[1])
-        if hasattr(self.server, "http_port"):
-            self.server.http_port = self.port
-        host = opts.http_host or "0.0.0.0"
-        log.info("Starting %s monitor on %s", self.scheme, f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}")
-        await self.cert_watch.start()
+        self._sock = None  # the runner closes it now
 
     async def stop(self) -> None:
         self._stopping = True
         await self.cert_watch.stop()
+        serving, self._serving = self._serving, None
+        if serving is not None and not serving.done():
+            serving.cancel()
+            try:
+                await serving
+            except asyncio.CancelledError:
+                pass
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
     # -- TLS reload (helper R: pynatsd.reload, pynatsd.tls.watch) ----------------------------------
 
