@@ -249,6 +249,8 @@ class MonitorServer:
             self.server.http_port = self.port
         log.info("Starting %s monitor on %s", self.scheme, f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}")
         await self.cert_watch.start()
+        if web is None and "aiohttp.web" in sys.modules:
+            _import_web()  # already loaded (by whoever): nothing to wait for
         if web is not None:
             await self._serve(sock, ssl_ctx)
         else:
