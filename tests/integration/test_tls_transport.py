@@ -31,6 +31,47 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertSet:
     return make_cert_set(tmp_path_factory.mktemp("tls-transport-certs"))
 
 
+_WORKERS: list[Any] = []  # one worker pool for the whole module (its thread is a daemon)
+
+
+@pytest.fixture(autouse=True, params=["inline", "worker-thread"])
+def handshake_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with handshake steps on the event loop and in a worker thread
+    (PYNATSD_TLS_THREADS); the result must be the same."""
+    from pynatsd.tls import transport
+
+    if request.param == "worker-thread" and not _WORKERS:
+        _WORKERS.append(transport._HandshakeWorkers(1))
+    monkeypatch.setattr(transport, "_workers", _WORKERS[0] if request.param == "worker-thread" else None)
+    monkeypatch.setattr(transport, "_workers_known", True)
+    return str(request.param)
+
+
+async def test_handshake_steps_run_where_configured(certs: CertSet, echo_factory: Callable[..., EchoServer],
+                                                    handshake_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    threads: list[str] = []
+    real_step, real_do = TLSTransport._step_in_worker, SSL.Connection.do_handshake
+
+    def in_worker(self: TLSTransport) -> None:
+        threads.append(threading.current_thread().name)
+        real_step(self)
+
+    def inline(self: SSL.Connection) -> None:
+        threads.append(threading.current_thread().name)
+        real_do(self)
+
+    monkeypatch.setattr(TLSTransport, "_step_in_worker", in_worker)
+    monkeypatch.setattr(SSL.Connection, "do_handshake", inline)
+    async with echo_factory(server_tls(certs, verify=True, ca_file=certs.ca.cert_file)) as srv:
+        assert await stdlib_roundtrip(srv.port, stdlib_client_ctx(certs, certs.alice)) == b"ping\r\n"
+    assert len(threads) >= 2  # ClientHello, then the client's Finished
+    main = threading.current_thread().name
+    expected = "pynatsd-tls-0" if handshake_mode == "worker-thread" else main
+    assert set(threads) == {expected}
+
+
 def server_tls(certs: CertSet, *, server: Issued | None = None, **kw: Any) -> ServerTLS:
     srv = server or certs.server
     return build_server_context(TLSOptions(cert_file=srv.cert_file, key_file=srv.key_file, **kw),

@@ -21,6 +21,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
+import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +58,7 @@ _WANT_READ = _lib.SSL_ERROR_WANT_READ
 _SSL_version = _lib.SSL_version
 _TLS1_3 = _lib.TLS1_3_VERSION
 _ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
+_SSL_do_handshake = _lib.SSL_do_handshake
 
 _UNKNOWN_CA = {
     _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
@@ -90,6 +94,55 @@ _PEER_REFUSED = (
     ("alert unsupported certificate", "unsupported certificate"),
 )
 
+
+
+class _HandshakeWorkers:
+    """Threads that run server handshake steps (SSL_do_handshake).
+
+    cffi releases the GIL around OpenSSL calls, so the key exchange, signature and certificate
+    checks of a handshake (most of a TLS connection's server CPU) can run on another core while
+    the event loop serves everything else. While a step runs, only its worker touches that
+    connection's SSL object; the loop holds back that connection's input until the result comes
+    back through ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._queue: queue.SimpleQueue[TLSTransport] = queue.SimpleQueue()
+        for i in range(count):
+            threading.Thread(target=self._run, name=f"pynatsd-tls-{i}", daemon=True).start()
+
+    def submit(self, tls: TLSTransport) -> None:
+        self._queue.put(tls)
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            get()._step_in_worker()
+
+
+def handshake_thread_count() -> int:
+    """PYNATSD_TLS_THREADS (default 0: handshakes run on the event loop)."""
+    env = os.environ.get("PYNATSD_TLS_THREADS", "").strip()
+    if not env:
+        return 0
+    try:
+        return max(0, min(64, int(env)))
+    except ValueError:
+        log.warning("PYNATSD_TLS_THREADS=%r is not a number; handshakes run on the event loop", env)
+        return 0
+
+
+_workers: _HandshakeWorkers | None = None
+_workers_known = False
+
+
+def _handshake_workers() -> _HandshakeWorkers | None:
+    global _workers, _workers_known
+    if not _workers_known:  # only ever called on an event loop thread: no race to create
+        n = handshake_thread_count()
+        _workers = _HandshakeWorkers(n) if n > 0 else None
+        _workers_known = True
+    return _workers
 
 
 def looks_like_tls(first: bytes) -> bool:
@@ -173,6 +226,9 @@ class TLSTransport(asyncio.Transport):
         # which a TLS 1.3 client only reads after its handshake completed); None otherwise
         self.error: str | None = None
         self._checking = False  # handshake complete, the context's peer_check is running
+        self._busy = False  # a handshake step runs in a worker thread (_HandshakeWorkers)
+        self._pending: list[bytes] = []  # bytes received meanwhile, fed in when it returns
+        self._lost = False  # the peer closed while a step ran
         self._loop = loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._on_timeout) if timeout > 0 else None
 
@@ -191,6 +247,9 @@ class TLSTransport(asyncio.Transport):
 
     def _raw_eof_received(self) -> bool:
         if self._handshaking:
+            if self._busy:  # judged when the step returns: the bytes before the EOF come first
+                self._lost = True
+                return False
             self._fail("connection closed during handshake")
             return False
         eof = getattr(self._app, "eof_received", None)
@@ -203,6 +262,9 @@ class TLSTransport(asyncio.Transport):
             self._timer.cancel()
             self._timer = None
         if self._handshaking:
+            if self._busy:
+                self._lost = True
+                return
             if not self._failed:
                 self._fail("connection closed during handshake")
             return
@@ -227,12 +289,21 @@ class TLSTransport(asyncio.Transport):
             if data[0] != TLS_HANDSHAKE_RECORD:
                 self._fail("plain text on a TLS port")
                 return
+        if self._busy:  # a worker owns the SSL object until its step returns
+            if data:
+                self._pending.append(data)
+            return
         if data:
             self._conn.bio_write(data)
         if not self._checking:  # while the peer check runs, data waits in the engine
             self._step()
 
     def _step(self) -> None:
+        workers = _handshake_workers() if self._server_side else None
+        if workers is not None:
+            self._busy = True
+            workers.submit(self)
+            return
         try:
             self._conn.do_handshake()
         except SSL.WantReadError:
@@ -243,6 +314,56 @@ class TLSTransport(asyncio.Transport):
             self._fail(_describe(e, self._conn))
             return
         self._handshake_done()
+
+    def _step_in_worker(self) -> None:
+        # Raw cffi calls (no exception for the usual want-read); OpenSSL's error queue is per
+        # thread, so a failure is turned into its SSL.Error here, on the worker.
+        err: BaseException | None = None
+        try:
+            r = _SSL_do_handshake(self._ssl)
+            if r == 1:
+                res = 1
+            elif _SSL_get_error(self._ssl, r) == _WANT_READ:
+                res = 0
+            else:
+                res = -1
+                try:
+                    self._conn._raise_ssl_error(self._ssl, r)
+                except BaseException as e:  # noqa: BLE001 - carried back to the event loop
+                    err = e
+        except BaseException as e:  # noqa: BLE001 - the worker thread must survive anything
+            res, err = -1, e
+        try:
+            self._loop.call_soon_threadsafe(self._stepped, res, err)
+        except RuntimeError:  # the event loop is closed: the server is gone
+            pass
+
+    def _stepped(self, res: int, err: BaseException | None) -> None:
+        """Back on the event loop with a worker's step: 1 done, 0 wants more bytes, -1 failed."""
+        self._busy = False
+        if self._failed or self._closing:
+            return
+        pending, self._pending = self._pending, []
+        if res == 0:
+            self._flush()
+            if pending:
+                for data in pending:
+                    self._conn.bio_write(data)
+                self._step()
+        elif res == 1:
+            for data in pending:  # application data right behind the peer's last flight
+                self._conn.bio_write(data)
+            self._handshake_done()
+        else:
+            self._flush()  # the alert, so the peer learns why
+            self._fail(_describe(err or SSL.Error("handshake failed"), self._conn))
+            return
+        if self._lost and not self._busy and not self._failed:
+            if self._handshaking:
+                self._fail("connection closed during handshake")
+            elif not self._closing:  # completed, but the socket is gone: tell the application
+                self._closing = True
+                self._app.connection_lost(None)
 
     def _handshake_done(self) -> None:
         if self._pins is not None:
