@@ -316,3 +316,39 @@ async def test_revoked_intermediate_rejected_like_nats_server(impl: str, pki: OC
         await wait_stderr(srv, f"OCSP verify fail for [{ocsp.subject_dn(inter.cert)}] with CA status [revoked]")
     finally:
         await asyncio.to_thread(srv.cleanup)
+
+
+async def test_varz_ocsp_peer_fields_match_nats_server(pki: OCSPPKI, responder: OCSPResponder,
+                                                       tmp_path: Path) -> None:
+    """/varz: ``tls_ocsp_peer_verify`` beside tls_verify, ``ocsp_peer_cache`` before
+    slow_consumer_stats, its counters (zero ones left out) after a good and a revoked client."""
+    import urllib.request
+
+    from tests.helpers.servers import free_port
+
+    responder.set_status(pki.client2, "revoked")
+    seen: dict[str, dict[str, object]] = {}
+    for impl in ("nats", "pynatsd"):
+        http = free_port()
+        wd = tmp_path / impl
+        wd.mkdir()
+        srv = ServerProcess(impl, tls_conf(pki) + f"http: {http}\n", workdir=wd)
+        await asyncio.to_thread(srv.start)
+        try:
+            def varz(http: int = http) -> dict[str, object]:
+                with urllib.request.urlopen(f"http://{HOST}:{http}/varz", timeout=5) as r:
+                    return dict(json.loads(r.read()))
+            before = await asyncio.to_thread(varz)
+            assert await try_connect(srv.port, pki, pki.client)
+            assert not await try_connect(srv.port, pki, pki.client2)
+            after = await asyncio.to_thread(varz)
+        finally:
+            await asyncio.to_thread(srv.cleanup)
+        keys = list(before)
+        assert before["tls_ocsp_peer_verify"] is True
+        assert keys.index("tls_ocsp_peer_verify") == keys.index("tls_verify") + 1
+        assert keys.index("ocsp_peer_cache") == keys.index("slow_consumer_stats") - 1
+        assert before["ocsp_peer_cache"] == {"cache_type": "local"}
+        seen[impl] = dict(after["ocsp_peer_cache"])  # type: ignore[call-overload]
+    assert seen["pynatsd"] == seen["nats"], seen
+    assert seen["nats"]["cache_misses"] and seen["nats"]["cached_revoked_responses"] == 1, seen

@@ -265,6 +265,9 @@ def varz(
         v["tls_required"] = True
     if getattr(server, "tls_verify", tls_verify(opts)) and opts.tls is not None:
         v["tls_verify"] = True
+    peer = getattr(opts.tls, "ocsp_peer", None) if opts.tls is not None else None
+    if peer is not None and peer.verify:
+        v["tls_ocsp_peer_verify"] = True
     routes = getattr(server, "routes", None)
     connect_urls = list(routes.client_connect_urls()) if routes is not None else []
     if connect_urls:
@@ -323,6 +326,9 @@ def varz(
             "config_digest": getattr(opts, "config_digest", ""),
         }
     )
+    cache = _ocsp_peer_cache(server)
+    if cache is not None:
+        v["ocsp_peer_cache"] = cache
     sc = stats.slow_consumers
     v["slow_consumer_stats"] = {
         "clients": getattr(stats, "slow_consumers_clients", sc),
@@ -343,6 +349,23 @@ def varz(
     if na is not None:
         v["tls_cert_not_after"] = na
     return v
+
+
+def _ocsp_peer_cache(server: Any) -> dict[str, Any] | None:
+    """varz ``ocsp_peer_cache`` (while ocsp_peer checks run): the type, then the counters that
+    are not zero, as nats-server leaves zero ones out."""
+    cache = getattr(getattr(server, "ocsp", None), "cache", None)
+    if cache is None:
+        return None
+    items = list(cache.items.values()) if cache.local else []
+    out: dict[str, Any] = {"cache_type": cache.opts.type}
+    for key, n in (("cache_hits", cache.hits), ("cache_misses", cache.misses), ("cached_responses", len(items)),
+                   ("cached_revoked_responses", sum(i.status == "revoked" for i in items)),
+                   ("cached_good_responses", sum(i.status == "good" for i in items)),
+                   ("cached_unknown_responses", sum(i.status == "unknown" for i in items))):
+        if n:
+            out[key] = n
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
