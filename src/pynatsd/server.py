@@ -814,6 +814,12 @@ class _Runtime:
 
 async def _serve(opts: ServerOptions, reload_options: Callable[[], ServerOptions] | None) -> int:
     server = Server(opts, manage_logging=True)
+    loop = asyncio.get_running_loop()
+    # Signals that arrive while starting (a supervisor's SIGTERM right after "Server is ready"
+    # is logged) wait for the start to finish instead of killing the process.
+    early: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+        loop.add_signal_handler(sig, early.append, sig)
     try:
         await server.start()
     except ConfigError as e:
@@ -822,9 +828,10 @@ async def _serve(opts: ServerOptions, reload_options: Callable[[], ServerOptions
     except OSError:
         return 1
     rt = _Runtime(server, reload_options)
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         loop.add_signal_handler(sig, rt.on_signal, sig)
+    for sig in early:
+        rt.on_signal(sig)
     try:
         if opts.pid_file:
             _write_pid_file(opts.pid_file)

@@ -232,3 +232,28 @@ def test_monitor_port_in_use_exits_nonzero(tmp_path: Path) -> None:
         )
     assert p.returncode == 1
     assert b"[FTL]" in p.stderr
+
+
+@pytest.mark.parametrize("which", ["nats-server", "pynatsd"])
+def test_sigterm_right_after_ready_exits_cleanly(which: str, tmp_path: Path) -> None:
+    """A supervisor's SIGTERM the moment "Server is ready" is logged: a clean stop (exit 0),
+    as nats-server does, not death by the signal."""
+    from tests.helpers.servers import nats_server_binary
+
+    cmd = [nats_server_binary()] if which == "nats-server" else [sys.executable, "-m", "pynatsd"]
+    p = subprocess.Popen([*cmd, "-a", HOST, "-p", "-1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert p.stderr is not None
+    try:
+        for raw in p.stderr:  # read the log as it is written, no polling
+            if b"Server is ready" in raw:
+                p.send_signal(signal.SIGTERM)
+                break
+        else:
+            raise AssertionError("no 'Server is ready' line")
+        p.stderr.read()
+        assert p.wait(timeout=15) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
