@@ -830,8 +830,8 @@ async def _serve(opts: ServerOptions, reload_options: Callable[[], ServerOptions
     rt = _Runtime(server, reload_options)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         loop.add_signal_handler(sig, rt.on_signal, sig)
-    for sig in early:
-        rt.on_signal(sig)
+    for signum in early:
+        rt.on_signal(signum)
     try:
         if opts.pid_file:
             _write_pid_file(opts.pid_file)
