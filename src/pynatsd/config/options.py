@@ -122,6 +122,10 @@ class TLSOptions:
     verify_cert_and_check_known_urls: bool = False
     # (added by OCSP helper O) ``ocsp_peer``: check the peer's certificate chain with OCSP
     ocsp_peer: OCSPPeerOptions | None = None
+    # (added by tls-scenarios helper U) --tls* flags replaced this block: client certificates are
+    # then asked for only with --tlsverify, even when the file has verify_and_map (nats-server keeps
+    # that flag from the file but takes verify from the command line alone)
+    verify_from_flags: bool = False
     source: Source = field(default_factory=Source)
 
 

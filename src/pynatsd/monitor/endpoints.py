@@ -113,7 +113,8 @@ def tls_required(opts: ServerOptions) -> bool:
 
 
 def tls_verify(opts: ServerOptions) -> bool:
-    return opts.tls is not None and (opts.tls.verify or opts.tls.verify_and_map)
+    t = opts.tls
+    return t is not None and (t.verify or (t.verify_and_map and not t.verify_from_flags))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -431,7 +431,7 @@ def build_server_context(opts: TLSOptions, *, fips: bool, where: str) -> ServerT
     ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)
     minv, t12, t13, curves = _apply_algorithms(ctx, b, fips)
     leaf = _load_identity(ctx, b, opts.cert_file, opts.key_file)
-    verify = opts.verify or opts.verify_and_map
+    verify = opts.verify or (opts.verify_and_map and not opts.verify_from_flags)
     if verify:
         if opts.ca_file:
             _load_ca(ctx, b, opts.ca_file, send_names=True)
