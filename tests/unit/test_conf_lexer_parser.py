@@ -488,3 +488,10 @@ def test_random_unicode_only_raises_config_error(text: str) -> None:
         parse(text, "fuzz.conf")
     except ConfigError:
         pass
+
+
+def test_unreadable_include_with_a_newline_in_its_name_is_a_one_line_error() -> None:
+    # found by the fuzz test above: the name was printed raw, splitting the error line
+    with pytest.raises(ConfigError) as ei:
+        parse("include '\n'\n", "fuzz.conf")
+    assert "\n" not in str(ei.value) and '"\\n"' in str(ei.value)

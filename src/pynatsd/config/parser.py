@@ -98,7 +98,8 @@ def _read(path: str, file: str | None, line: int | None) -> str:
             return f.read()
     except OSError as e:
         reason = e.strerror or str(e)
-        raise ConfigError(f"cannot read config file {path}: {reason}", file, line) from None
+        shown = path if path.isprintable() else json.dumps(path)  # the error stays one line
+        raise ConfigError(f"cannot read config file {shown}: {reason}", file, line) from None
 
 
 class _Parser:
