@@ -241,6 +241,9 @@ class _Builder:
             t12, t13, insecure = [], [], []
             for raw in names:
                 n = ALIASES.get(raw, raw)
+                if n != raw:  # accepted, but a configuration shared with nats-server 2.12+ fails there
+                    self.warn(f"cipher suite {raw} is the nats-server 2.10/2.11 name of {n}; "
+                              "nats-server 2.12+ refuses it: use the new name")
                 if n in TLS13:
                     target = t13
                 elif n in SECURE_TLS12:
