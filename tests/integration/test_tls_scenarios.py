@@ -740,3 +740,34 @@ async def test_pynatsd_certs_output_works_on_both(pairs: Callable[..., Pair],
                 await nc.close()
     # without a certificate the mapped server refuses in the handshake, on both
     assert same(pairs(mapped), lambda s: exchange(s, ca, None)[2]) == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
+
+
+# ---- trust: a ca_file with the intermediate CA only, key usage of client certificates -----------------------
+
+
+@pytest.fixture(scope="module")
+def intermediate(pki: GuidePKI) -> tuple[str, Who, Who]:
+    """(intermediate CA file, a client it signed, the same client with the intermediate appended)."""
+    d = pki.dir
+    _issue(d, "int", "/CN=Intermediate CA", "basicConstraints = critical, CA:TRUE\n"
+           "keyUsage = critical, keyCertSign, cRLSign\n")
+    Path(d / "int.pem").write_bytes(Path(d / "int-cert.pem").read_bytes())
+    Path(d / "int-ca-key.pem").write_bytes(Path(d / "int-key.pem").read_bytes())
+    leaf = _issue(d, "ivan", "/CN=ivan", "extendedKeyUsage = clientAuth\n", ca="int")
+    chain = d / "ivan-chain.pem"
+    chain.write_bytes(Path(leaf.cert_file).read_bytes() + Path(d / "int.pem").read_bytes())
+    return str(d / "int.pem"), leaf, Who(str(chain), leaf.key_file)
+
+
+@pytest.mark.parametrize("ca", ["intermediate", "root"])
+def test_ca_file_with_only_the_intermediate(pki: GuidePKI, intermediate: tuple[str, Who, Who],
+                                            pairs: Callable[..., Pair], ca: str) -> None:
+    """Go takes every certificate of ca_file as a trust anchor: a ca_file holding only the
+    intermediate CA accepts the clients it signed, with or without the intermediate sent along.
+    With the root only, the client has to send the intermediate."""
+    int_file, leaf, chained = intermediate
+    ca_file = int_file if ca == "intermediate" else pki.ca
+    pair = pairs(tls_conf(pki.server, ca_file=ca_file, verify=True))
+    for who, ok in ((leaf, ca == "intermediate"), (chained, True)):
+        got = same(pair, lambda s, w=who: exchange(s, pki.ca, w))  # type: ignore[misc]
+        assert got == ((True, b"PONG\r\n", "until") if ok else (True, b"", "alert:TLSV1_ALERT_UNKNOWN_CA"))

@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _lib
 
 from pynatsd.config.options import TLSOptions
@@ -400,6 +400,9 @@ def _load_ca(ctx: SSL.Context, b: _Builder, ca_file: str, *, send_names: bool) -
         ctx.load_verify_locations(ca_file)
     except SSL.Error as e:
         raise b.error(f'ca_file "{ca_file}": failed to parse root ca certificate ({e})') from None
+    # Every certificate of ca_file is a trust anchor, as in Go: a ca_file holding only the
+    # intermediate CA accepts the certificates it signed (OpenSSL would insist on the root).
+    ctx.get_cert_store().set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
     if send_names:
         # Like Go, name the accepted CAs in the CertificateRequest so clients can pick a cert.
         try:
