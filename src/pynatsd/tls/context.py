@@ -402,7 +402,9 @@ def _load_ca(ctx: SSL.Context, b: _Builder, ca_file: str, *, send_names: bool) -
         raise b.error(f'ca_file "{ca_file}": failed to parse root ca certificate ({e})') from None
     # Every certificate of ca_file is a trust anchor, as in Go: a ca_file holding only the
     # intermediate CA accepts the certificates it signed (OpenSSL would insist on the root).
-    ctx.get_cert_store().set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+    store = ctx.get_cert_store()
+    assert store is not None  # a context always has one
+    store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
     if send_names:
         # Like Go, name the accepted CAs in the CertificateRequest so clients can pick a cert.
         try:
