@@ -36,6 +36,7 @@ from typing import Any
 import nats
 import pytest
 from OpenSSL import SSL
+from tests.helpers.certs import make_cert_set
 from tests.helpers.ocsp_responder import OCSPResponder, make_ocsp_pki
 from tests.helpers.servers import ServerProcess, free_port, impl_command
 from tests.integration.test_client_tls import _info_line, _read, pyopenssl_nats, tls_exchange
@@ -187,7 +188,9 @@ def client_ctx(ca: str, who: Who | None = None, **kw: Any) -> ssl.SSLContext:
 
 def exchange(s: ServerProcess, ca: str, who: Who | None, script: bytes = b"PING\r\n",
              **kw: Any) -> tuple[bool, bytes, str]:
-    """INFO, TLS with ``who``'s certificate, ``script``, and what came back until PONG / EOF."""
+    """INFO, TLS with ``who``'s certificate, ``script``, and what came back until PONG / EOF.
+    A client expecting a refusal sends nothing (``b""``): with TLS 1.3 the server refuses after
+    the client's side is done, and bytes the client sends then can race the alert (a reset)."""
     ex = tls_exchange(s.port, ca, who, send=script, until=b"PONG\r\n", **kw)  # type: ignore[arg-type]
     return ex.handshake, ex.data, ex.end
 
@@ -275,7 +278,7 @@ def test_certificate_mapped_users_and_their_permissions(pki: GuidePKI, pairs: Ca
 
         assert same(pair, probe) == (True, data, "until"), name
     # a certificate from another CA never gets past the handshake; a CONNECT user is ignored
-    assert same(pair, lambda s: exchange(s, pki.ca, pki.other_ca_client))[2] == "alert:TLSV1_ALERT_UNKNOWN_CA"
+    assert same(pair, lambda s: exchange(s, pki.ca, pki.other_ca_client, b""))[2] == "alert:TLSV1_ALERT_UNKNOWN_CA"
     script = b'CONNECT {"verbose":false,"user":"carol@example.com"}\r\nPUB orders.1 0\r\n\r\nPING\r\n'
     assert same(pair, lambda s: exchange(s, pki.ca, pki.dave, script))[1] == pub_err % b"orders.1" + b"PONG\r\n"
 
@@ -483,7 +486,7 @@ async def test_monitoring_over_https_with_the_same_config(pki: GuidePKI, pairs: 
             clients.append(await nats.connect(f"tls://localhost:{s.port}", tls=client_ctx(pki.ca, pki.dave),
                                               allow_reconnect=False))
             # no certificate: refused with an alert once its handshake is done
-            assert exchange(s, pki.ca, None)[2] == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
+            assert exchange(s, pki.ca, None, b"")[2] == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
 
         def connz(s: ServerProcess) -> list[dict[str, Any]]:
             conns = monitor_get(s, "/connz?auth=true", pki.ca)["connections"]
@@ -739,7 +742,7 @@ async def test_pynatsd_certs_output_works_on_both(pairs: Callable[..., Pair],
             finally:
                 await nc.close()
     # without a certificate the mapped server refuses in the handshake, on both
-    assert same(pairs(mapped), lambda s: exchange(s, ca, None)[2]) == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert same(pairs(mapped), lambda s: exchange(s, ca, None, b"")[2]) == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
 
 
 # ---- trust: a ca_file with the intermediate CA only, key usage of client certificates -----------------------
@@ -769,5 +772,80 @@ def test_ca_file_with_only_the_intermediate(pki: GuidePKI, intermediate: tuple[s
     ca_file = int_file if ca == "intermediate" else pki.ca
     pair = pairs(tls_conf(pki.server, ca_file=ca_file, verify=True))
     for who, ok in ((leaf, ca == "intermediate"), (chained, True)):
-        got = same(pair, lambda s, w=who: exchange(s, pki.ca, w))  # type: ignore[misc]
+        script = b"PING\r\n" if ok else b""
+        got = same(pair, lambda s, w=who, x=script: exchange(s, pki.ca, w, x))  # type: ignore[misc]
         assert got == ((True, b"PONG\r\n", "until") if ok else (True, b"", "alert:TLSV1_ALERT_UNKNOWN_CA"))
+
+
+@pytest.fixture(scope="module")
+def usage_clients(pki: GuidePKI) -> dict[str, Who]:
+    return {
+        "serverAuth only": _issue(pki.dir, "srvonly", "/CN=srvonly", "extendedKeyUsage = serverAuth\n"),
+        "no extensions": _issue(pki.dir, "bare", "/CN=bare", "subjectKeyIdentifier = hash\n"),
+        "codeSigning only": _issue(pki.dir, "codesign", "/CN=codesign", "extendedKeyUsage = codeSigning\n"),
+    }
+
+
+def test_client_certificate_key_usage(pki: GuidePKI, usage_clients: dict[str, Who],
+                                      pairs: Callable[..., Pair]) -> None:
+    """A client certificate needs the clientAuth extended key usage (or none at all) on both.
+    Refused ones get an alert after the handshake: nats-server (Go) says bad_certificate, OpenSSL
+    unsupported_certificate (the alert name is the TLS library's; the verdict is the same)."""
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify=True))
+    for name, who in usage_clients.items():
+        script = b"PING\r\n" if name == "no extensions" else b""
+        got = {impl: exchange(s, pki.ca, who, script) for impl, s in pair.items()}
+        if name == "no extensions":
+            assert got == {impl: (True, b"PONG\r\n", "until") for impl in IMPLS}, name
+        else:
+            assert got["nats"] == (True, b"", "alert:SSLV3_ALERT_BAD_CERTIFICATE"), name
+            assert got["pynatsd"] == (True, b"", "alert:SSLV3_ALERT_UNSUPPORTED_CERTIFICATE"), name
+
+
+# ---- nats-py against min_version, allow_non_tls and an expired server certificate ---------------------------
+
+
+async def nats_py_outcome(s: ServerProcess, url: str, tls: ssl.SSLContext | None) -> str:
+    try:
+        nc = await nats.connect(url.format(port=s.port), tls=tls, allow_reconnect=False, connect_timeout=2)
+    except Exception as e:  # what the user's program sees
+        detail = getattr(e, "verify_message", None) or getattr(e, "reason", None) or e
+        return f"{type(e).__name__}: {detail}"
+    try:
+        sub = await nc.subscribe("t")
+        await nc.publish("t", b"x")
+        await sub.next_msg(timeout=3)
+        writer: Any = getattr(nc._transport, "_io_writer", None)  # what was negotiated
+        tls_obj = writer.get_extra_info("ssl_object")
+        return f"ok {tls_obj.version() if tls_obj else 'plain'}"
+    finally:
+        await nc.close()
+
+
+async def test_nats_py_with_min_version_and_allow_non_tls(pki: GuidePKI, pairs: Callable[..., Pair]) -> None:
+    tls12 = client_ctx(pki.ca, maximum_version=ssl.TLSVersion.TLSv1_2)
+    cases: list[tuple[str, str, ssl.SSLContext | None, str]] = [
+        (tls_conf(pki.server, min_version="1.3"), "tls://localhost:{port}", tls12,
+         "SSLError: TLSV1_ALERT_PROTOCOL_VERSION"),
+        (tls_conf(pki.server, min_version="1.2"), "tls://localhost:{port}", tls12, "ok TLSv1.2"),
+        (tls_conf(pki.server) + "allow_non_tls: true\n", "nats://localhost:{port}", None, "ok plain"),
+        # nats-py starts TLS only when INFO says tls_required: with allow_non_tls it stays plain
+        (tls_conf(pki.server) + "allow_non_tls: true\n", "tls://localhost:{port}", client_ctx(pki.ca), "ok plain"),
+    ]
+    for conf, url, ctx, expected in cases:
+        pair = pairs(conf)
+        got = {impl: await nats_py_outcome(s, url, ctx) for impl, s in pair.items()}
+        assert got == {"nats": expected, "pynatsd": expected}, conf
+
+
+async def test_expired_server_certificate(pairs: Callable[..., Pair], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Both start with an expired certificate and clients refuse it; pynatsd also warns loudly
+    at start-up (README: 'An expired server certificate only gives a loud warning'), nats-server
+    says nothing."""
+    certs = make_cert_set(tmp_path_factory.mktemp("expired"))
+    pair = pairs(tls_conf(Who(certs.expired_server.cert_file, certs.expired_server.key_file)))
+    for s in pair.values():
+        got = await nats_py_outcome(s, "tls://localhost:{port}", client_ctx(certs.ca.cert_file))
+        assert got == "SSLCertVerificationError: certificate has expired", got
+    assert "EXPIRED on" in wait_lines(pair["pynatsd"], r"\[WRN\] tls: the certificate in cert_file")[0]
+    assert not [ln for ln in pair["nats"].stderr().splitlines() if "[WRN]" in ln or "xpire" in ln]
