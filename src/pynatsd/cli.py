@@ -394,7 +394,7 @@ def _check_tls(opts: ServerOptions) -> None:
     blocks = [("tls", opts.tls)]
     if opts.cluster is not None:
         blocks.append(("cluster tls", opts.cluster.tls))
-    todo = [(where, t) for where, t in blocks if t is not None and t.cert_file]
+    todo = [(where, t) for where, t in blocks if t is not None and (t.cert_file or t.certificates)]
     if not todo:
         return
     from pynatsd.tls.context import build_server_context

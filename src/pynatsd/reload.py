@@ -627,6 +627,11 @@ def refresh_tls(server: Server, block: str) -> bool:
         assert opts.cluster is not None
         install_cluster_tls(server, opts.cluster, cluster_built)
     for name in listeners:
+        if len(built.certs) > 1:  # a ``certs`` list: each file with its expiry
+            served = ", ".join(f"{f} (expires {rfc3339(c.not_valid_after_utc)})"
+                               for (f, _), c in zip(tlso.certificates, built.certs, strict=True))
+            log.info("Reloaded TLS certificates for %s from %s", name, served)
+            continue
         log.info("Reloaded TLS certificate for %s from %s (expires %s)", name, source, rfc3339(built.not_after))
     _ocsp_restart(server)  # (helper O) a new certificate needs its own status
     _expiry_check(server)

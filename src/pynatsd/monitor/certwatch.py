@@ -1,7 +1,8 @@
 """Certificate expiry watch: which certificates the server serves, and how long they have left.
 
 ``served_certs(server)`` lists the certificate each TLS listener presents (client port,
-cluster port, HTTPS monitoring port) with its NotAfter time. ``CertExpiryWatch`` checks them at
+cluster port, HTTPS monitoring port) with its NotAfter time (the first of a ``certs`` list;
+the expiry check looks at every listed one). ``CertExpiryWatch`` checks them at
 start and then periodically (daily by default): a certificate within
 ``opts.tls_expiry_warn_days`` days of expiry is logged as a warning, an expired one as an
 error, and ``problems()`` (read by /healthz) names every expired one. /metrics exports the
@@ -93,7 +94,9 @@ def first_cert_file(tls_opts: Any) -> str | None:
     return str(pairs[0][0]) if pairs else None
 
 
-def served_certs(server: Any, monitor_cert: ServedCert | None = None) -> list[ServedCert]:
+def served_certs(server: Any, monitor_cert: ServedCert | None = None, *, every: bool = False) -> list[ServedCert]:
+    """One entry per listener (its first certificate, as /varz reports it); with ``every``, each
+    certificate of a ``certs`` list gets its own entry (for the expiry check)."""
     out: list[ServedCert] = []
     opts = server.opts
     for where, tls_opts in (
@@ -102,11 +105,35 @@ def served_certs(server: Any, monitor_cert: ServedCert | None = None) -> list[Se
     ):
         if tls_opts is None:
             continue
+        if every and len(tls_opts.certificates) > 1:
+            listed = _listed_certs(server, where, tls_opts)
+            if listed:
+                out += listed
+                continue
         na = served_not_after(server, where)
         if na is not None:
             out.append(ServedCert(where, na, first_cert_file(tls_opts) or ""))
     if monitor_cert is not None:
         out.append(monitor_cert)
+    return out
+
+
+def _listed_certs(server: Any, where: str, tls_opts: Any) -> list[ServedCert]:
+    """Every certificate of a ``certs`` list, from the live TLS context (it follows reloads)
+    or else from the files."""
+    if where == "client":
+        live = getattr(server, "tls", None)
+    else:
+        live = getattr(getattr(server, "routes", None), "server_tls", None)
+    leaves = getattr(live, "certs", ())
+    files = [c for c, _ in tls_opts.certificates]
+    if len(leaves) == len(files):
+        return [ServedCert(where, leaf.not_valid_after_utc, f) for f, leaf in zip(files, leaves, strict=True)]
+    out = []
+    for f in files:
+        na = cert_not_after_from_file(f)
+        if na is not None:
+            out.append(ServedCert(where, na, f))
     return out
 
 
@@ -133,7 +160,7 @@ class CertExpiryWatch:
         return int(getattr(self.server.opts, "tls_expiry_warn_days", 30))
 
     def certs(self) -> list[ServedCert]:
-        return served_certs(self.server) + (self._extra() if self._extra else [])
+        return served_certs(self.server, every=True) + (self._extra() if self._extra else [])
 
     def check(self) -> list[ServedCert]:
         """Log every certificate within the warning window; return those."""

@@ -146,6 +146,11 @@ class ServerTLS:
     # the client code: returns None to accept or the failure reason (e.g. OCSP peer checks).
     # The argument is the TLSTransport; the handshake timeout still applies while it runs.
     peer_check: Callable[[Any], Awaitable[str | None]] | None = None
+    # A ``certs`` list: every certificate's context (``ssl_context`` is the first, which
+    # chooses per handshake) and leaf (``cert`` is the first); the selector keeps them alive.
+    contexts: tuple[SSL.Context, ...] = ()
+    certs: tuple[x509.Certificate, ...] = ()
+    selector: Any = None
 
 
 @dataclass(frozen=True)
@@ -334,10 +339,18 @@ def _group_list(curves: Sequence[str]) -> bytes:
     return " / ".join(":".join(t) for t in tiers if t).encode()
 
 
-def _apply_algorithms(ctx: SSL.Context, b: _Builder, fips: bool) -> tuple[str, list[str], list[str], list[str]]:
-    minv = b.min_version(fips)
-    t12, t13 = b.tls12_suites(fips)
-    curves = b.curves(fips)
+_Algorithms = tuple[str, list[str], list[str], list[str]]  # min version, TLS 1.2 / 1.3 suites, curves
+
+
+def _apply_algorithms(ctx: SSL.Context, b: _Builder, fips: bool, chosen: _Algorithms | None = None) -> _Algorithms:
+    """Set versions, suites and groups on ``ctx``; ``chosen``: what an earlier call returned
+    (further contexts of a ``certs`` list: same settings, warnings not repeated)."""
+    if chosen is not None:
+        minv, t12, t13, curves = chosen
+    else:
+        minv = b.min_version(fips)
+        t12, t13 = b.tls12_suites(fips)
+        curves = b.curves(fips)
     low_version = VERSIONS[minv] < SSL.TLS1_2_VERSION
     effective_min = VERSIONS[minv]
     if t12:
@@ -419,12 +432,64 @@ def build_server_context(opts: TLSOptions, *, fips: bool, where: str) -> ServerT
     ``fips`` applies a FIPS *policy*: only FIPS-approved suites (AES-GCM), groups (NIST curves and
     the ML-KEM hybrids, not X25519 alone) and TLS 1.2+ are enabled. This is not a validated FIPS
     140-3 module; OpenSSL's FIPS provider is not loaded.
+
+    A ``certs`` list gets one SSL context per certificate, all set up alike; the first one
+    chooses per handshake which certificate to serve, as Go does (``certsel``).
     """
     b = _Builder(opts, where)
-    if not opts.cert_file:
-        raise b.error("missing 'cert_file' in TLS configuration; a server needs a certificate and key")
-    if not opts.key_file:
-        raise b.error("missing 'key_file' in TLS configuration; name the certificate's private key")
+    if opts.certificates:
+        pairs = list(opts.certificates)
+    else:
+        if not opts.cert_file:
+            raise b.error("missing 'cert_file' in TLS configuration; a server needs a certificate and key")
+        if not opts.key_file:
+            raise b.error("missing 'key_file' in TLS configuration; name the certificate's private key")
+        pairs = [(opts.cert_file, opts.key_file)]
+    verify = opts.verify or (opts.verify_and_map and not opts.verify_from_flags)
+    contexts: list[SSL.Context] = []
+    leaves: list[x509.Certificate] = []
+    chosen: _Algorithms | None = None
+    for i, (cert_file, key_file) in enumerate(pairs):
+        ctx, chosen = _server_context(b, fips, chosen)
+        entry = b
+        if opts.certificates:  # errors and warnings name the entry
+            entry = _Builder(opts, f"{where}: certs entry {i + 1}/{len(pairs)}")
+            entry.warnings = b.warnings
+        leaves.append(_load_identity(ctx, entry, cert_file, key_file))
+        if verify:
+            if opts.ca_file:
+                _load_ca(ctx, b, opts.ca_file, send_names=True)
+            else:
+                ctx.set_default_verify_paths()  # nats-server uses the system roots without ca_file
+            ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+        contexts.append(ctx)
+    assert chosen is not None  # pairs is never empty
+    minv, t12, t13, curves = chosen
+    if not verify and opts.ca_file:
+        b.certificates("ca_file", opts.ca_file)  # validated as nats-server does, unused here
+    # Pinning needs the client's certificate, which is only requested with verify.
+    pins = b.pins()
+    if pins is not None and not verify:
+        b.warn("pinned_certs without verify: clients are not asked for a certificate, so every "
+               "connection fails the pin check; add verify: true")
+    selector = None
+    if len(contexts) > 1:
+        from pynatsd.tls.certsel import Policy, Selector
+
+        selector = Selector(contexts, leaves, Policy.of(t12, curves))
+    leaf = leaves[0]
+    return ServerTLS(
+        ssl_context=contexts[0], options=opts, cert=leaf, not_after=leaf.not_valid_after_utc, pins=pins,
+        verify=verify, map_users=opts.verify_and_map, timeout=opts.timeout, min_version=minv,
+        cipher_suites=tuple(t12), tls13_suites=tuple(t13), curves=tuple(curves), fips=fips,
+        warnings=tuple(b.warnings), contexts=tuple(contexts), certs=tuple(leaves), selector=selector,
+    )
+
+
+def _server_context(b: _Builder, fips: bool, chosen: _Algorithms | None) -> tuple[SSL.Context, _Algorithms]:
+    """One server SSL context with every setting but the certificate and client verification
+    (the same for each certificate of a ``certs`` list: a connection switched to another
+    context keeps working alike)."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE | _OP_PRIORITIZE_CHACHA | SSL.OP_NO_COMPRESSION
                     | SSL.OP_NO_RENEGOTIATION)
@@ -437,22 +502,7 @@ def build_server_context(opts: TLSOptions, *, fips: bool, where: str) -> ServerT
     # chain from the verify store on every handshake (a chain verification with a signature
     # check: ~0.75 M instructions, an eighth of a mutual-TLS server handshake).
     ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)
-    minv, t12, t13, curves = _apply_algorithms(ctx, b, fips)
-    leaf = _load_identity(ctx, b, opts.cert_file, opts.key_file)
-    verify = opts.verify or (opts.verify_and_map and not opts.verify_from_flags)
-    if verify:
-        if opts.ca_file:
-            _load_ca(ctx, b, opts.ca_file, send_names=True)
-        else:
-            ctx.set_default_verify_paths()  # nats-server uses the system roots without ca_file
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
-    elif opts.ca_file:
-        b.certificates("ca_file", opts.ca_file)  # validated as nats-server does, unused here
-    # Pinning needs the client's certificate, which is only requested with verify.
-    pins = b.pins()
-    if pins is not None and not verify:
-        b.warn("pinned_certs without verify: clients are not asked for a certificate, so every "
-               "connection fails the pin check; add verify: true")
+    chosen = _apply_algorithms(ctx, b, fips, chosen)
     ctx.set_session_id(b"pynatsd")
     # No TLS session resumption: OpenSSL would send two stateless TLS 1.3 tickets per connection,
     # serialising and encrypting the session (with the client's certificate) twice, about 180 µs
@@ -460,12 +510,7 @@ def build_server_context(opts: TLSOptions, *, fips: bool, where: str) -> ServerT
     # no session cache the tickets sent are bare ids that no cache can redeem (no memory kept).
     ctx.set_options(SSL.OP_NO_TICKET)
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-    return ServerTLS(
-        ssl_context=ctx, options=opts, cert=leaf, not_after=leaf.not_valid_after_utc, pins=pins,
-        verify=verify, map_users=opts.verify_and_map, timeout=opts.timeout, min_version=minv,
-        cipher_suites=tuple(t12), tls13_suites=tuple(t13), curves=tuple(curves), fips=fips,
-        warnings=tuple(b.warnings),
-    )
+    return ctx, chosen
 
 
 def build_client_context(opts: TLSOptions, *, fips: bool, where: str) -> ClientTLS:
@@ -488,6 +533,13 @@ def build_client_context(opts: TLSOptions, *, fips: bool, where: str) -> ClientT
     leaf = None
     if opts.cert_file and opts.key_file:
         leaf = _load_identity(ctx, b, opts.cert_file, opts.key_file)
+    elif opts.certificates:
+        # A ``certs`` list when dialling: the first certificate is presented (Go presents the
+        # first one the peer's CertificateRequest accepts; with one CA that is the first).
+        cert_file, key_file = opts.certificates[0]
+        entry = _Builder(opts, f"{where}: certs entry 1/{len(opts.certificates)}")
+        entry.warnings = b.warnings
+        leaf = _load_identity(ctx, entry, cert_file, key_file)
     if opts.insecure:
         b.warn("insecure: the certificate chain and host name of the servers dialled will not be verified. "
                "DO NOT USE IN PRODUCTION!")

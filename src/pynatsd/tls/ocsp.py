@@ -812,9 +812,12 @@ class OCSPManager:
             blocks["Router"] = c.tls
         out = {}
         for kind, tlso in blocks.items():
-            if tlso is None or not tlso.cert_file:
-                continue  # ``certs`` lists: nats-server staples the first; not done here
-            mon = make_monitor(kind=kind, cert_file=tlso.cert_file, ca_file=tlso.ca_file, ocsp_opts=opts.ocsp,
+            if tlso is None or not (tlso.cert_file or tlso.certificates):
+                continue
+            # a ``certs`` list: only the first certificate is stapled (as nats-server says); the
+            # callback sits on its context, so the others are served without a staple
+            cert_file = tlso.cert_file or tlso.certificates[0][0]
+            mon = make_monitor(kind=kind, cert_file=cert_file, ca_file=tlso.ca_file, ocsp_opts=opts.ocsp,
                                store_dir=opts.store_dir, memory=self.memory, on_revoked=self._on_revoked)
             if mon is not None:
                 out[kind] = mon
