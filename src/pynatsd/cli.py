@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION, __version__
-from pynatsd.config.load import FlagValues, load_options
+from pynatsd.config.load import FlagValues, load_options, reload_flags
 from pynatsd.config.options import ServerOptions
 from pynatsd.errors import ConfigError
 
@@ -456,7 +456,7 @@ def run(argv: Sequence[str], stdout: TextIO, stderr: TextIO, runner: Callable[..
         return 1
 
     def reload_options() -> ServerOptions:
-        return load_options(config_file, flags)
+        return load_options(config_file, reload_flags(flags))
 
     if runner is None:
         from pynatsd.server import run_server

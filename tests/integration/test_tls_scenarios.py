@@ -849,3 +849,33 @@ async def test_expired_server_certificate(pairs: Callable[..., Pair], tmp_path_f
         assert got == "SSLCertVerificationError: certificate has expired", got
     assert "EXPIRED on" in wait_lines(pair["pynatsd"], r"\[WRN\] tls: the certificate in cert_file")[0]
     assert not [ln for ln in pair["nats"].stderr().splitlines() if "[WRN]" in ln or "xpire" in ln]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--tls", "--tlscert", "S", "--tlskey", "K"), "config reload not supported for TLS: old=true, new=false"),
+    (("--tlscert", "S", "--tlskey", "K", "--tlsverify", "--tlscacert", "CA"),
+     "config reload not supported for TLSVerify: old=true, new=false"),
+    (("--tlscert", "S", "--tlskey", "K"), "config reload not supported for TLSCert: old=S, new="),
+    (("--tls=false",), None),
+], ids=["tls", "tlsverify", "tlscert", "tls-false"])
+def test_reload_of_a_server_started_with_tls_flags(pki: GuidePKI, pairs: Callable[..., Pair],
+                                                   flags: tuple[str, ...], message: str | None) -> None:
+    """nats-server does not apply the --tls* flags again on reload: started with one, it refuses
+    every reload (naming the flag's field); started with --tls=false, a reload turns on the file's
+    tls block."""
+    subst = {"S": pki.server.cert_file, "K": pki.server.key_file, "CA": pki.ca}
+    conf = tls_conf(pki.rotated, ca_file=pki.ca)
+    pair = pairs(conf, tuple(subst.get(f, f) for f in flags))
+    before = same(pair, tls_info)
+    for s in pair.values():
+        s.reload()
+    if message is None:
+        each(lambda impl: wait_lines(pair[impl], r"\[INF\] Reloaded server configuration"))
+        assert before == {} and same(pair, tls_info) == {"tls_required": True}
+        assert same(pair, lambda s: served_subject(s.port, pki.ca)) == "organizationName=Rotated,commonName=localhost"
+    else:
+        text = message.replace("old=S", f"old={pki.server.cert_file}")
+        lines = each(lambda impl: wait_lines(pair[impl], r"\[ERR\] Failed to reload server configuration: "))
+        assert all(ln[0].endswith(text) for ln in lines.values()), lines
+        assert same(pair, tls_info) == before  # still the flags' TLS
+        assert same(pair, lambda s: served_subject(s.port, pki.ca)) == "commonName=localhost"

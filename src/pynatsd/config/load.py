@@ -1383,6 +1383,21 @@ def _apply_flags(
     return auth
 
 
+def reload_flags(flags: FlagValues | None) -> FlagValues | None:
+    """(helper U) The flags a reload applies over the file. As nats-server, not the --tls* ones:
+    a server started with one of them refuses every reload (the flag's field differs from what the
+    file gives: nats-server's message names the first of TLS, TLSVerify, TLSCert, TLSKey, TLSCaCert),
+    and after --tls=false a reload applies the file's tls block."""
+    if flags is None:
+        return None
+    for field, value in (("TLS", flags.tls), ("TLSVerify", flags.tls_verify), ("TLSCert", flags.tls_cert),
+                         ("TLSKey", flags.tls_key), ("TLSCaCert", flags.tls_ca_cert)):
+        if value:
+            old, new = ("true", "false") if value is True else (value, "")
+            raise ConfigError(f"config reload not supported for {field}: old={old}, new={new}")
+    return replace(flags, tls=None, tls_verify=None, tls_cert=None, tls_key=None, tls_ca_cert=None)
+
+
 # ---- start-up validation --------------------------------------------------------------------------
 
 
