@@ -187,6 +187,7 @@ ORDERS = [
     ["a-rsa", "a-ec", "wild", "ip", "p384"],
     ["a-ec", "a-rsa", "p384", "ip", "wild"],
     ["ip", "wild", "p384", "a-ec", "a-rsa"],
+    ["wild", "ip", "a-ec"],  # keys of one kind: chosen by name alone (no ClientHello capture)
 ]
 
 

@@ -11,9 +11,9 @@ one is configured. When none supports it, the first certificate is served.
 OpenSSL cannot express that order (with several key types in one context it chooses by its
 own signature-algorithm preference), so each certificate gets its own SSL context, all built
 with the same settings, and the first one decides: a message callback keeps the raw
-ClientHello, and the servername callback (which OpenSSL calls for every ClientHello, with or
-without SNI, after the extensions are parsed) applies the rule above and switches the
-connection to the chosen certificate's context.
+ClientHello (only when the keys differ in kind), and the servername callback (which OpenSSL
+calls for every ClientHello, with or without SNI, after the extensions are parsed) applies the
+rule above and switches the connection to the chosen certificate's context.
 """
 
 from __future__ import annotations
@@ -321,18 +321,28 @@ class Selector:
         self.cands = tuple(Candidate.of(c) for c in certs)
         self.policy = policy
         first = self.contexts[0]
-        _lib.SSL_CTX_set_msg_callback(first._context, _on_message)
+        # The message callback runs for every TLS record of every connection (about 1 µs each
+        # in Python): it is only installed when the choice can depend on more than the name,
+        # i.e. when the keys differ in kind (RSA, ECDSA and its curve, Ed25519). With keys of one
+        # kind, a client that can use one can use them all, so the first name match is Go's
+        # choice (and a client that can use none fails with any of them).
+        self.by_name_only = len({(c.kind, c.curve) for c in self.cands}) == 1
+        if not self.by_name_only:
+            _lib.SSL_CTX_set_msg_callback(first._context, _on_message)
         first.set_tlsext_servername_callback(self._pick)
 
     def _pick(self, conn: SSL.Connection) -> None:
-        seen = getattr(_seen, "hello", None)
-        _seen.hello = None
-        hello = None
-        if seen is not None and seen[0] == int(_ffi.cast("uintptr_t", conn._ssl)):
-            hello = parse_client_hello(seen[1])
         raw = conn.get_servername()
         sni = raw.decode("ascii", "replace") if raw else None
-        version = min(hello.version, TLS13) if hello is not None else TLS13
-        i = choose(self.cands, hello, version, sni, self.policy)
+        if self.by_name_only:
+            i = next((i for i, c in enumerate(self.cands) if sni and names_match(c.dns, c.ips, sni)), 0)
+        else:
+            seen = getattr(_seen, "hello", None)
+            _seen.hello = None
+            hello = None
+            if seen is not None and seen[0] == int(_ffi.cast("uintptr_t", conn._ssl)):
+                hello = parse_client_hello(seen[1])
+            version = min(hello.version, TLS13) if hello is not None else TLS13
+            i = choose(self.cands, hello, version, sni, self.policy)
         if i:
             conn.set_context(self.contexts[i])
