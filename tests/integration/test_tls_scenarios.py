@@ -1,18 +1,21 @@
 """Client-port TLS as a new user meets it, on nats-server and pynatsd side by side.
 
 Each scenario runs the same config file / flags against the real nats-server and pynatsd and
-compares what a user observes: whether it starts (exit code, the gist of a refusal), the INFO
-TLS fields, what nats-py, ``openssl s_client`` and a pyOpenSSL client see, the -ERR texts of
-certificate-mapped users, what a rejected or stalled client sees, ``--signal reload`` rotating a
-certificate, and /varz and /connz over HTTPS.
+compares what a user observes: whether it starts (exit code, the gist of a refusal, -t), the
+INFO and /varz TLS fields, what nats-py, ``openssl s_client`` (chain, suite, group, OCSP staple)
+and a pyOpenSSL client see, the -ERR texts of certificate-mapped users (email, DNS and URI SANs,
+RFC 4514 DN, Go subject string), what a rejected or stalled client sees, /connz over HTTPS,
+``--signal reload`` rotating a certificate (and what a reload may not change), the --tls* flags
+over a config file, and trust questions (a ca_file with only the intermediate CA, key usages).
 
 The certificates are the ones users make: an RSA 2048 CA and server certificate made with the
 ``openssl`` command line the way the TLS guides do it (``openssl req`` / ``openssl x509 -req``
-with an extension file for the SANs), and the set ``pynatsd certs DIR --client alice`` writes.
+with an extension file for the SANs), files as openssl leaves them (text dump, ``ecparam``
+keys, encrypted keys), and the set ``pynatsd certs DIR --client alice`` writes.
 tests/interop/test_tls_differential.py already compares the single options (mTLS refusals,
 timeouts, INFO fields, pins, negotiation, FIPS, -t verdicts) on the test CertSet; the scenarios
 here are whole flows and the gaps between those. Where pynatsd deliberately differs (documented in
-README.md) the test says so and checks both sides.
+README.md) or where only the TLS library's wording differs, the test says so and checks both sides.
 """
 
 from __future__ import annotations
@@ -128,12 +131,18 @@ def tls_conf(server: Who, **kw: Any) -> str:
 @pytest.fixture(scope="module")
 def pairs() -> Iterator[Callable[..., Pair]]:
     """``pairs(config, flags=())``: nats-server and pynatsd started with the same config file and
-    flags, shared by the module's tests and stopped at its end."""
-    started: dict[tuple[Any, ...], Pair] = {}
+    flags, shared by the module's tests (the three used last are kept running) and stopped at its
+    end."""
+    started: dict[tuple[Any, ...], Pair] = {}  # insertion order = recency
 
     def get(config: str | None, flags: tuple[str, ...] = ()) -> Pair:
         key = (config, flags)
-        if key not in started:
+        if key in started:
+            started[key] = started.pop(key)
+        else:
+            while len(started) >= 3:
+                for srv in started.pop(next(iter(started))).values():
+                    srv.cleanup()
             pair: Pair = {}
             try:
                 for impl in IMPLS:
@@ -781,7 +790,7 @@ def test_ca_file_with_only_the_intermediate(pki: GuidePKI, intermediate: tuple[s
 def usage_clients(pki: GuidePKI) -> dict[str, Who]:
     return {
         "serverAuth only": _issue(pki.dir, "srvonly", "/CN=srvonly", "extendedKeyUsage = serverAuth\n"),
-        "no extensions": _issue(pki.dir, "bare", "/CN=bare", "subjectKeyIdentifier = hash\n"),
+        "no EKU": _issue(pki.dir, "bare", "/CN=bare", "subjectKeyIdentifier = hash\n"),
         "codeSigning only": _issue(pki.dir, "codesign", "/CN=codesign", "extendedKeyUsage = codeSigning\n"),
     }
 
@@ -793,9 +802,9 @@ def test_client_certificate_key_usage(pki: GuidePKI, usage_clients: dict[str, Wh
     unsupported_certificate (the alert name is the TLS library's; the verdict is the same)."""
     pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify=True))
     for name, who in usage_clients.items():
-        script = b"PING\r\n" if name == "no extensions" else b""
+        script = b"PING\r\n" if name == "no EKU" else b""
         got = {impl: exchange(s, pki.ca, who, script) for impl, s in pair.items()}
-        if name == "no extensions":
+        if name == "no EKU":
             assert got == {impl: (True, b"PONG\r\n", "until") for impl in IMPLS}, name
         else:
             assert got["nats"] == (True, b"", "alert:SSLV3_ALERT_BAD_CERTIFICATE"), name
