@@ -92,9 +92,10 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 def hello(port: int, *, sni: str | None = None, sigalgs: str | None = None, tls12: bool = False,
           ciphers: str | None = None, curves: str | None = None, client: Issued | None = None,
-          ca: str | None = None, nats: bool = False) -> str:
+          ca: str | None = None, nats: bool = False, info: bool = True) -> str:
     """Connect as a NATS TLS client with the given ClientHello; the CN of the certificate the
-    server presented, ``refused`` if the handshake failed, or (``nats``) what a PING got."""
+    server presented, ``refused`` if the handshake failed, or (``nats``) what a PING got.
+    ``info=False``: TLS at once (the HTTPS monitoring port)."""
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     if sigalgs:
         assert _lib.SSL_CTX_set1_sigalgs_list(ctx._context, sigalgs.encode()) == 1
@@ -113,11 +114,11 @@ def hello(port: int, *, sni: str | None = None, sigalgs: str | None = None, tls1
     sock = socket.create_connection((HOST, port), timeout=5)
     try:
         buf = b""
-        while b"\r\n" not in buf:
+        while info and b"\r\n" not in buf:
             chunk = sock.recv(4096)
             assert chunk, "no INFO"
             buf += chunk
-        assert buf.startswith(b"INFO ")
+        assert not info or buf.startswith(b"INFO ")
         conn = SSL.Connection(ctx, sock)
         conn.set_connect_state()
         if sni:
@@ -223,6 +224,22 @@ def test_client_verification_on_every_listed_certificate(certs: Certs) -> None:
             got[impl] = [hello(srv.port, nats=True, ca=base.ca.cert_file, **c) for c in clients]
     assert got["pynatsd"] == got["nats"]
     assert got["pynatsd"][0] == "wild: PONG" and got["pynatsd"][3] == "ip: PONG"
+
+
+def test_https_monitoring_port_chooses_like_nats_server(certs: Certs) -> None:
+    """nats-server's HTTPS monitoring port uses the same certificate list and choice."""
+    cases: list[dict[str, Any]] = [
+        {}, {"sni": "x.b.example.com"}, {"sni": "a.example.com", "sigalgs": "ECDSA+SHA256"},
+        {"sni": "localhost"}, {"sigalgs": "ECDSA+SHA384"},
+    ]
+    got = {}
+    for impl in ("nats", "pynatsd"):
+        with ServerProcess(impl, certs.block(["a-rsa", "a-ec", "wild", "ip", "p384"]) + "https_port: -1\n") as srv:
+            assert srv.ports is not None, "ports file not read"
+            port = int(srv.ports["monitoring"][0].rsplit(":", 1)[1])
+            got[impl] = [hello(port, info=False, **c) for c in cases]
+    assert got["pynatsd"] == got["nats"]
+    assert len(set(got["pynatsd"])) >= 4
 
 
 def test_varz_reports_the_first_listed_certificate(certs: Certs) -> None:

@@ -111,8 +111,26 @@ def monitor_ssl_context(tls: TLSOptions, built: Any = None) -> ssl.SSLContext:
     restrict TLS 1.3 suites or key-exchange groups, so those stay at OpenSSL's defaults here."""
     cert_file, key_file = tls.cert_file, tls.key_file
     if not cert_file and tls.certificates:
-        # several certificates chosen by SNI on the client port: HTTPS serves the first
-        cert_file, key_file = tls.certificates[0]
+        # (helper C) a ``certs`` list: one context per certificate; the first carries the
+        # choice, which MonitorServer's SNI callback makes per handshake as on the client port
+        ctxs = [_monitor_ssl_context(tls, built, c, k) for c, k in tls.certificates]
+        if len(ctxs) > 1:
+            from pynatsd.tls.certsel import Chooser, Policy
+
+            leaves = getattr(built, "certs", ())
+            if len(leaves) != len(ctxs):
+                from pathlib import Path
+
+                from cryptography import x509
+
+                leaves = tuple(x509.load_pem_x509_certificate(Path(c).read_bytes()) for c, _ in tls.certificates)
+            policy = Policy.of(getattr(built, "cipher_suites", ()), getattr(built, "curves", ()))
+            ctxs[0].pynatsd_choice = (Chooser(leaves, policy), ctxs)  # type: ignore[attr-defined]
+        return ctxs[0]
+    return _monitor_ssl_context(tls, built, cert_file, key_file)
+
+
+def _monitor_ssl_context(tls: TLSOptions, built: Any, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
     if not cert_file or not key_file:
         raise ConfigError("TLS cert and key required for HTTPS", tls.source.file or None, tls.source.line or None)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -141,6 +159,16 @@ def monitor_ssl_context(tls: TLSOptions, built: Any = None) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(f"error loading TLS certificate for HTTPS: {e}") from None
     return ctx
+
+
+_hello = threading.local()  # (SSL object, ClientHello) just received, for the SNI callback
+
+
+def _keep_client_hello(conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any, data: bytes) -> None:
+    # stdlib ssl's message hook: OpenSSL calls it with the whole ClientHello right before the
+    # SNI callback, in the same handshake step on the same thread
+    if direction == "read" and content_type == 22 and data[:1] == b"\x01":
+        _hello.seen = (conn, data)
 
 
 def _json(body: Any, status: int = 200, *, indent: bool = True) -> web.Response:
@@ -227,6 +255,10 @@ class MonitorServer:
             ssl_ctx = monitor_ssl_context(opts.tls, getattr(self.server, "tls", None))
             self._live_ssl = ssl_ctx
             ssl_ctx.sni_callback = self._pick_ssl  # reloaded certificates (swap_tls, helper R)
+            choice = getattr(ssl_ctx, "pynatsd_choice", None)
+            if choice is not None and not choice[0].by_name_only:
+                # (helper C) the choice among keys of different kinds needs the ClientHello
+                ssl_ctx._msg_callback = _keep_client_hello  # type: ignore[attr-defined]
             cert_file = first_cert_file(opts.tls)
             na = cert_not_after_from_file(cert_file)
             if na is not None:
@@ -332,6 +364,12 @@ class MonitorServer:
         # Called for every ClientHello (with or without SNI) on the listener's first context:
         # switching the handshake to the live context makes it present the reloaded certificate.
         live = self._live_ssl
+        choice = getattr(live, "pynatsd_choice", None)
+        if choice is not None:  # (helper C) a ``certs`` list: Go's choice, as on the client port
+            seen = getattr(_hello, "seen", None)
+            _hello.seen = None
+            chooser, ctxs = choice
+            live = ctxs[chooser.index(server_name, seen[1] if seen is not None and seen[0] is sslobj else None)]
         if live is not None and live is not ctx:
             sslobj.context = live
 

@@ -312,37 +312,47 @@ def _on_message(write_p: int, version: int, content_type: int, buf: Any, size: i
         _seen.hello = (int(_ffi.cast("uintptr_t", ssl)), bytes(data))
 
 
+class Chooser:
+    """The choice for one ``certs`` list, without OpenSSL: ``index(sni, client_hello)``."""
+
+    def __init__(self, certs: Sequence[x509.Certificate], policy: Policy) -> None:
+        self.cands = tuple(Candidate.of(c) for c in certs)
+        self.policy = policy
+        # With keys of one kind (RSA, or ECDSA on one curve, or Ed25519) a client that can use
+        # one can use them all, so the first name match is Go's choice (and a client that can
+        # use none fails with any of them): the ClientHello is not needed.
+        self.by_name_only = len({(c.kind, c.curve) for c in self.cands}) == 1
+
+    def index(self, sni: str | None, client_hello: bytes | None) -> int:
+        hello = None if self.by_name_only or client_hello is None else parse_client_hello(client_hello)
+        if hello is None:
+            return next((i for i, c in enumerate(self.cands) if sni and names_match(c.dns, c.ips, sni)), 0)
+        return choose(self.cands, hello, min(hello.version, TLS13), sni, self.policy)
+
+
 class Selector:
     """Installed on the first certificate's context; switches each connection to the context of
     the certificate Go would serve. Holds the contexts (and so keeps them alive)."""
 
     def __init__(self, contexts: Sequence[SSL.Context], certs: Sequence[x509.Certificate], policy: Policy) -> None:
         self.contexts = tuple(contexts)
-        self.cands = tuple(Candidate.of(c) for c in certs)
-        self.policy = policy
+        self.chooser = Chooser(certs, policy)
         first = self.contexts[0]
         # The message callback runs for every TLS record of every connection (about 1 µs each
-        # in Python): it is only installed when the choice can depend on more than the name,
-        # i.e. when the keys differ in kind (RSA, ECDSA and its curve, Ed25519). With keys of one
-        # kind, a client that can use one can use them all, so the first name match is Go's
-        # choice (and a client that can use none fails with any of them).
-        self.by_name_only = len({(c.kind, c.curve) for c in self.cands}) == 1
-        if not self.by_name_only:
+        # in Python): it is only installed when the choice needs the ClientHello.
+        if not self.chooser.by_name_only:
             _lib.SSL_CTX_set_msg_callback(first._context, _on_message)
         first.set_tlsext_servername_callback(self._pick)
 
     def _pick(self, conn: SSL.Connection) -> None:
         raw = conn.get_servername()
         sni = raw.decode("ascii", "replace") if raw else None
-        if self.by_name_only:
-            i = next((i for i, c in enumerate(self.cands) if sni and names_match(c.dns, c.ips, sni)), 0)
-        else:
+        hello = None
+        if not self.chooser.by_name_only:
             seen = getattr(_seen, "hello", None)
             _seen.hello = None
-            hello = None
             if seen is not None and seen[0] == int(_ffi.cast("uintptr_t", conn._ssl)):
-                hello = parse_client_hello(seen[1])
-            version = min(hello.version, TLS13) if hello is not None else TLS13
-            i = choose(self.cands, hello, version, sni, self.policy)
+                hello = seen[1]
+        i = self.chooser.index(sni, hello)
         if i:
             conn.set_context(self.contexts[i])
