@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 from OpenSSL._util import lib as _lib
 
-from pynatsd.tls.certsel import TLS12, TLS13, parse_client_hello
+from pynatsd.tls.certsel import TLS12, TLS13, Candidate, ClientHello, Policy, choose, parse_client_hello
 
 
 def _client_hello(*, tls12: bool = False, sigalgs: str | None = None, curves: str | None = None) -> bytes:
@@ -72,3 +72,27 @@ def test_names() -> None:
     assert names_match(("localhost",), ip, "127.0.0.1")
     assert names_match((), ip, "[127.0.0.1]")
     assert not names_match(("127.0.0.1",), (), "127.0.0.1")  # an IP never matches a DNS SAN
+
+
+_IDS = st.sampled_from([0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0401, 0x0807, 0x0017, 0x0018, 0x001D, 0x11EC,
+                        0xC02B, 0xC02F, 0xCCA8, 0x009C, 0x1301, 0x0A0A])
+
+
+@given(st.builds(
+    ClientHello,
+    st.sampled_from([0x0301, TLS12, TLS13]), st.lists(_IDS, max_size=6).map(tuple),
+    st.lists(_IDS, max_size=6).map(tuple), st.lists(_IDS, max_size=6).map(tuple),
+    st.lists(st.integers(0, 3), max_size=3).map(tuple)),
+    st.one_of(st.none(), st.sampled_from(["a.example.com", "x.b.example.com", "127.0.0.1", "", "[::1]", "*.b.example.com"])))
+def test_choice_is_always_an_index(hello: ClientHello, sni: str | None) -> None:
+    cands = [
+        Candidate(("a.example.com",), (), "rsa", 0),
+        Candidate(("a.example.com",), (), "ecdsa", 0x0017),
+        Candidate(("*.b.example.com",), (ipaddress.ip_address("127.0.0.1"),), "ecdsa", 0x0018),
+        Candidate((), (), "ed25519", 0),
+        Candidate(("x",), (), "other", 0),
+    ]
+    policy = Policy.of(["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256"],
+                       ["X25519MLKEM768", "CurveP256", "CurveP384"])
+    i = choose(cands, hello, min(hello.version, TLS13), sni, policy)
+    assert 0 <= i < len(cands)
