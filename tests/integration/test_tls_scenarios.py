@@ -888,3 +888,15 @@ def test_reload_of_a_server_started_with_tls_flags(pki: GuidePKI, pairs: Callabl
         assert all(ln[0].endswith(text) for ln in lines.values()), lines
         assert same(pair, tls_info) == before  # still the flags' TLS
         assert same(pair, lambda s: served_subject(s.port, pki.ca)) == "commonName=localhost"
+
+
+def test_rc4_and_3des_suites_are_refused_by_pynatsd_only(pki: GuidePKI, tmp_path: Path) -> None:
+    """Deliberate (tls/context.py): the OpenSSL pynatsd uses has no RC4 or 3DES, so naming one
+    stops start-up with a line saying so; nats-server (Go) accepts them with
+    allow_insecure_cipher_suites."""
+    for suites in (["TLS_RSA_WITH_3DES_EDE_CBC_SHA"],
+                   ["TLS_ECDHE_RSA_WITH_RC4_128_SHA", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]):
+        conf = tls_conf(pki.server, cipher_suites=suites, allow_insecure_cipher_suites=True)
+        got = each(lambda impl, c=conf: refusal(impl, c, ["-t"], tmp_path))  # type: ignore[misc]
+        assert got["nats"][0] == 0
+        assert got["pynatsd"][0] == 1 and "available in this OpenSSL" in got["pynatsd"][1], got
