@@ -619,9 +619,15 @@ def test_rsa_server_with_ecdsa_suites_and_only_mlkem(pki: GuidePKI, pairs: Calla
 # ---- --signal reload: rotating the certificate, and what a reload may not change ----------------------------
 
 
-def served_subject(port: int, ca: str) -> str:
+def monitor_port(s: ServerProcess) -> int:
+    assert s.ports is not None
+    return int(s.ports["monitoring"][0].rsplit(":", 1)[1])
+
+
+def served_subject(port: int, ca: str, *, info: bool = True) -> str:
+    """The subject of the certificate served on ``port`` (after the INFO line unless ``info`` is False)."""
     with socket.create_connection((HOST, port), timeout=3) as raw:
-        assert _info_line(raw, 3) is not None
+        assert not info or _info_line(raw, 3) is not None
         with client_ctx(ca).wrap_socket(raw, server_hostname="localhost") as sock:
             cert: dict[str, Any] | None = sock.getpeercert()  # type: ignore[assignment]
     assert cert is not None
@@ -637,7 +643,8 @@ def test_reload_rotates_the_certificate_and_keeps_it_when_the_new_one_is_bad(pki
     servers: dict[str, ServerProcess] = {}
     try:
         def conf(d: Path, **kw: Any) -> str:
-            return tls_conf(Who(str(d / "cert.pem"), str(d / "key.pem")), ca_file=pki.ca, verify=True, **kw)
+            return "https_port: -1\n" + tls_conf(Who(str(d / "cert.pem"), str(d / "key.pem")), ca_file=pki.ca,
+                                                  verify=True, **kw)
 
         def install(d: Path, cert: str, key: str) -> None:
             for src, name in ((cert, "cert.pem"), (key, "key.pem")):
@@ -674,6 +681,9 @@ def test_reload_rotates_the_certificate_and_keeps_it_when_the_new_one_is_bad(pki
             each(lambda impl: reload(pair[impl]))
             each(lambda impl: wait_lines(pair[impl], r"\[INF\] Reloaded server configuration"))
             assert same(pair, lambda s: served_subject(s.port, pki.ca)) == "organizationName=Rotated,commonName=localhost"
+            # the HTTPS monitor serves the new certificate too
+            assert same(pair, lambda s: served_subject(monitor_port(s), pki.ca, info=False)) == \
+                "organizationName=Rotated,commonName=localhost"
             for sock in early.values():  # connected before the rotation: still up
                 sock.sendall(b"PING\r\n")
                 assert _read(sock, b"PONG\r\n", 3) == (b"PONG\r\n", "until")
