@@ -459,3 +459,41 @@ def _staple(port: int, sni: str) -> tuple[str, int | None]:
         return str(cn), (ocsp.load_der_ocsp_response(raw).serial_number if raw else None)
     finally:
         sock.close()
+
+
+async def test_dialling_presents_the_listed_certificate_the_peer_accepts(certs: Certs, tmp_path: Path) -> None:
+    """A route dialled with a list whose first certificate comes from a CA the peer does not
+    name: Go presents the next one, whose CA it names; so does pynatsd (a route forms)."""
+    import asyncio
+
+    from tests.integration.test_cluster import nroutes, wait_until
+    from tests.integration.test_cluster_tls import rogue_cert
+    from tests.interop.test_cluster_mixed import Mixed, nats_conf, nats_route
+
+    base = certs.base
+    rogue = rogue_cert(base, tmp_path)
+    listed = ((rogue[0], rogue[1]), (base.server.cert_file, base.server.key_file))
+    entries = "".join(f'      {{cert_file: "{c}", key_file: "{k}"}}\n' for c, k in listed)
+    dialer_tls = f"  tls {{\n    certs: [\n{entries}    ]\n    ca_file: \"{base.ca.cert_file}\"\n  }}\n"
+    acceptor_tls = (f'  tls {{ cert_file: "{base.server.cert_file}", key_file: "{base.server.key_file}", '
+                    f'ca_file: "{base.ca.cert_file}", verify: true }}\n')
+
+    def routes_of(p: ServerProcess) -> int:
+        assert p.ports is not None
+        with urllib.request.urlopen(p.ports["monitoring"][0] + "/routez", timeout=30) as r:
+            return int(json.loads(r.read())["num_routes"])
+
+    m = Mixed()
+    try:
+        a = await m.nats(nats_conf("A", [], tls=acceptor_tls) + "http_port: -1\n")
+        d = await m.nats(nats_conf("D", [nats_route(a)], tls=dialer_tls))
+        # (nats-server to nats-server: a pool of route connections)
+        await wait_until(lambda: routes_of(a) >= 1, timeout=15, what="nats-server's route with a list")
+        await asyncio.to_thread(d.cleanup)
+        await wait_until(lambda: routes_of(a) == 0, timeout=15, what="the route to go")
+        tls = TLSOptions(certificates=listed, ca_file=base.ca.cert_file, verify=True)
+        p = await m.pynatsd("P", (nats_route(a),), tls=tls)
+        await wait_until(lambda: nroutes(p) == 1, timeout=15, what="pynatsd's route with a list")
+        assert routes_of(a) == 1
+    finally:
+        await m.close()

@@ -164,6 +164,7 @@ class ClientTLS:
     timeout: float
     cert: x509.Certificate | None
     warnings: tuple[str, ...] = field(default=())
+    selector: Any = None  # a ``certs`` list: the per-handshake choice (keeps its contexts alive)
 
 
 class _Builder:
@@ -518,31 +519,52 @@ def build_client_context(opts: TLSOptions, *, fips: bool, where: str) -> ClientT
 
     The peer's chain is verified against ``ca_file`` (or the system roots) unless ``insecure``;
     the host name is checked per connection by ``transport.start_tls_client``. A certificate is
-    presented when cert_file/key_file are given.
+    presented when cert_file/key_file are given. With a ``certs`` list, as Go: the first
+    certificate whose chain was issued by a CA the peer's CertificateRequest names (the first
+    when it names none), and none at all when no listed chain fits.
     """
     b = _Builder(opts, where)
     if bool(opts.cert_file) != bool(opts.key_file):
         missing = "key_file" if opts.cert_file else "cert_file"
         raise b.error(f"missing '{missing}' in TLS configuration; give both cert_file and key_file")
+    pairs: list[tuple[str, str]] = list(opts.certificates) if not opts.cert_file else []
+    if opts.cert_file and opts.key_file:
+        pairs = [(opts.cert_file, opts.key_file)]
+    contexts: list[SSL.Context] = []
+    chains: list[list[x509.Certificate]] = []
+    chosen: _Algorithms | None = None
+    for i, (cert_file, key_file) in enumerate(pairs or [("", "")]):
+        ctx, chosen = _client_context(b, opts, fips, chosen)
+        if cert_file:
+            entry = b
+            if opts.certificates:  # errors and warnings name the entry
+                entry = _Builder(opts, f"{where}: certs entry {i + 1}/{len(pairs)}")
+                entry.warnings = b.warnings
+            _load_identity(ctx, entry, cert_file, key_file)
+            chains.append(entry.certificates("cert_file", cert_file))
+        contexts.append(ctx)
+    if opts.insecure:
+        b.warn("insecure: the certificate chain and host name of the servers dialled will not be verified. "
+               "DO NOT USE IN PRODUCTION!")
+    selector = None
+    if len(contexts) > 1:
+        bare, _ = _client_context(b, opts, fips, chosen)  # for "no acceptable certificate"
+        selector = _ClientCertChoice(contexts, chains, bare)
+    return ClientTLS(ssl_context=contexts[0], options=opts, verify=not opts.insecure, pins=b.pins(),
+                     timeout=opts.timeout, cert=chains[0][0] if chains else None, warnings=tuple(b.warnings),
+                     selector=selector)
+
+
+def _client_context(b: _Builder, opts: TLSOptions, fips: bool,
+                    chosen: _Algorithms | None) -> tuple[SSL.Context, _Algorithms]:
+    """One dialing SSL context with every setting but the certificate."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
     ctx.clear_mode(_lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
     ctx.set_mode(_lib.SSL_MODE_RELEASE_BUFFERS)
     ctx.set_mode(_SSL_MODE_NO_AUTO_CHAIN)  # as for servers: the chain as cert_file gives it
-    _apply_algorithms(ctx, b, fips)
-    leaf = None
-    if opts.cert_file and opts.key_file:
-        leaf = _load_identity(ctx, b, opts.cert_file, opts.key_file)
-    elif opts.certificates:
-        # A ``certs`` list when dialling: the first certificate is presented (Go presents the
-        # first one the peer's CertificateRequest accepts; with one CA that is the first).
-        cert_file, key_file = opts.certificates[0]
-        entry = _Builder(opts, f"{where}: certs entry 1/{len(opts.certificates)}")
-        entry.warnings = b.warnings
-        leaf = _load_identity(ctx, entry, cert_file, key_file)
+    chosen = _apply_algorithms(ctx, b, fips, chosen)
     if opts.insecure:
-        b.warn("insecure: the certificate chain and host name of the servers dialled will not be verified. "
-               "DO NOT USE IN PRODUCTION!")
         ctx.set_verify(SSL.VERIFY_NONE)
     else:
         if opts.ca_file:
@@ -550,8 +572,39 @@ def build_client_context(opts: TLSOptions, *, fips: bool, where: str) -> ClientT
         else:
             ctx.set_default_verify_paths()
         ctx.set_verify(SSL.VERIFY_PEER)
-    return ClientTLS(ssl_context=ctx, options=opts, verify=not opts.insecure, pins=b.pins(),
-                     timeout=opts.timeout, cert=leaf, warnings=tuple(b.warnings))
+    return ctx, chosen
+
+
+class _ClientCertChoice:
+    """Dialling with a ``certs`` list: when the peer asks for a certificate, switch to the
+    context of the first listed chain it accepts (Go's getClientCertificate), or to one
+    without a certificate. ClientTLS.selector keeps it (and its callback) alive."""
+
+    def __init__(self, contexts: list[SSL.Context], chains: list[list[x509.Certificate]], bare: SSL.Context) -> None:
+        from OpenSSL._util import ffi
+
+        self.contexts = contexts
+        self.issuers = [{c.issuer.public_bytes() for c in chain} for chain in chains]
+        self.bare = bare
+        self._cb = ffi.callback("int(*)(SSL *, void *)", self._pick)
+        _lib.SSL_CTX_set_cert_cb(contexts[0]._context, self._cb, ffi.NULL)
+
+    def _pick(self, ssl: Any, arg: Any) -> int:
+        try:
+            conn = SSL.Connection._reverse_mapping[ssl]
+            names = {n.der() for n in conn.get_client_ca_list()}
+            if not names:
+                return 1  # the peer names no CA: the first certificate, already in place
+            for i, issuers in enumerate(self.issuers):
+                if issuers & names:
+                    if i:
+                        conn.set_context(self.contexts[i])
+                    return 1
+            conn.set_context(self.bare)
+            return 1
+        except Exception:  # noqa: BLE001 - never let an exception cross OpenSSL
+            log.exception("choosing the client certificate failed")
+            return 0
 
 
 def go_cipher_name(openssl_name: str | None) -> str | None:
