@@ -910,3 +910,19 @@ def test_rc4_and_3des_suites_are_refused_by_pynatsd_only(pki: GuidePKI, tmp_path
         got = each(lambda impl, c=conf: refusal(impl, c, ["-t"], tmp_path))  # type: ignore[misc]
         assert got["nats"][0] == 0
         assert got["pynatsd"][0] == 1 and "available in this OpenSSL" in got["pynatsd"][1], got
+
+
+@pytest.mark.parametrize(("auth", "carol", "dave"), [
+    ("", b"PONG\r\n", b"PONG\r\n"),  # no users: nothing to map, any trusted certificate gets in
+    ('authorization { users = [ {user: "carol@example.com"}, {user: "guest", password: "x"} ] }\n'
+     "no_auth_user: guest\n", b"PONG\r\n", b"-ERR 'Authorization Violation'\r\n"),  # no fallback to guest
+    ('authorization { token: "s3cret" }\n', b"-ERR 'Authorization Violation'\r\n",
+     b"-ERR 'Authorization Violation'\r\n"),
+], ids=["no-users", "no_auth_user", "token"])
+def test_verify_and_map_with_other_authorization(pki: GuidePKI, pairs: Callable[..., Pair], auth: str,
+                                                 carol: bytes, dave: bytes) -> None:
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify_and_map=True) + auth)
+    script = b'CONNECT {"verbose":false}\r\nPUB x 0\r\n\r\nPING\r\n'
+    for who, data in ((pki.carol, carol), (pki.dave, dave)):
+        got = same(pair, lambda s, w=who: exchange(s, pki.ca, w, script))  # type: ignore[misc]
+        assert got[1] == data
