@@ -392,11 +392,11 @@ def test_file_mistakes_are_refused_by_both(pki: GuidePKI, odd_files: dict[str, s
         "encrypted RSA key": (tls_conf(Who(srv.cert_file, odd_files["rsa-encrypted"])),
                               "failed to parse private key", "is encrypted; set key_password_file"),
         "CSR as certificate": (tls_conf(Who(str(pki.dir / "server.csr"), srv.key_file)),
-                               'failed to find "CERTIFICATE" PEM block', "not valid PEM"),
+                               'failed to find "CERTIFICATE" PEM block', "it holds no certificate, only CERTIFICATE REQUEST"),
         "certificate as key": (tls_conf(Who(srv.cert_file, srv.cert_file)),
-                               "found a certificate rather than a key", "it is not a valid key"),
+                               "found a certificate rather than a key", "it holds no private key, only CERTIFICATE"),
         "key as CA": (tls_conf(srv, ca_file=srv.key_file, verify=True), "failed to parse root ca certificate",
-                      f'ca_file "{srv.key_file}"'),
+                      f'ca_file "{srv.key_file}": it holds no certificate, only PRIVATE KEY'),
     }
     for name, (conf, nats_says, py_says) in cases.items():
         for args in (["-t"], []) if name in ("missing cert", "encrypted RSA key") else (["-t"],):

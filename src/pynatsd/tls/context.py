@@ -167,6 +167,12 @@ class ClientTLS:
     selector: Any = None  # a ``certs`` list: the per-handshake choice (keeps its contexts alive)
 
 
+def _pem_kinds(data: bytes) -> list[str]:
+    """The types of the PEM blocks in ``data`` ("CERTIFICATE", "CERTIFICATE REQUEST", ...), once each."""
+    kinds = re.findall(rb"-----BEGIN ([A-Z0-9 ]+)-----", data)
+    return list(dict.fromkeys(k.decode() for k in kinds))
+
+
 class _Builder:
     """Collects errors with the block's position and warnings while building one context."""
 
@@ -203,7 +209,13 @@ class _Builder:
         try:
             certs = x509.load_pem_x509_certificates(data)
         except ValueError as e:
-            hint = "it holds no PEM certificate" if b"-----BEGIN" not in data else f"it is not valid PEM ({e})"
+            kinds = _pem_kinds(data)
+            if not kinds:
+                hint = "it holds no PEM certificate"
+            elif "CERTIFICATE" not in kinds:  # e.g. a CSR or a key given where a certificate goes
+                hint = "it holds no certificate, only " + ", ".join(kinds)
+            else:
+                hint = f"it is not valid PEM ({e})"
             raise self.error(f'{key} "{path}": {hint}; give a PEM certificate file') from None
         return certs
 
@@ -227,7 +239,13 @@ class _Builder:
                     f'cannot decrypt key_file "{path}" with the passphrase in key_password_file '
                     f'"{self.opts.key_password_file}"; check the passphrase'
                 ) from None
-            hint = "it holds no PEM private key" if b"-----BEGIN" not in data else f"it is not a valid key ({e})"
+            kinds = _pem_kinds(data)
+            if not kinds:
+                hint = "it holds no PEM private key"
+            elif not any(k.endswith("PRIVATE KEY") for k in kinds):  # e.g. the certificate named twice
+                hint = "it holds no private key, only " + ", ".join(kinds)
+            else:
+                hint = f"it is not a valid key ({e})"
             raise self.error(f'key_file "{path}": {hint}; give the PEM private key') from None
         except Exception as e:  # unsupported algorithms raise UnsupportedAlgorithm
             raise self.error(f'key_file "{path}": unsupported private key ({e})') from None
