@@ -374,6 +374,8 @@ def odd_files(pki: GuidePKI) -> dict[str, str]:
         _ossl("x509", "-req", "-in", str(d / f"{stem}.csr"), "-CA", "ca.pem", "-CAkey", "ca-key.pem",
               "-CAcreateserial", "-out", files[f"{stem}-cert"], "-days", "30", "-extfile", str(ext), cwd=d)
     Path(files["combined"]).write_bytes(Path(key).read_bytes() + Path(pki.server.cert_file).read_bytes())
+    files["ca-first"] = str(d / "ca-first.pem")  # `cat ca.pem server-cert.pem`: the wrong order
+    Path(files["ca-first"]).write_bytes(Path(pki.ca).read_bytes() + Path(pki.server.cert_file).read_bytes())
     return files
 
 
@@ -387,6 +389,8 @@ def test_file_mistakes_are_refused_by_both(pki: GuidePKI, odd_files: dict[str, s
                          f'cert_file "{missing}" does not exist'),
         "key of another cert": (tls_conf(Who(srv.cert_file, pki.carol.key_file)),
                                 "does not match public key", "does not match the certificate"),
+        "CA first in cert_file": (tls_conf(Who(odd_files["ca-first"], srv.key_file)), "does not match public key",
+                                  "put the server's certificate first"),
         "encrypted PKCS#8 key": (tls_conf(Who(srv.cert_file, odd_files["pkcs8-encrypted"])),
                                  "failed to parse private key", "is encrypted; set key_password_file"),
         "encrypted RSA key": (tls_conf(Who(srv.cert_file, odd_files["rsa-encrypted"])),

@@ -409,6 +409,11 @@ def _check_dates(b: _Builder, cert: x509.Certificate, path: str) -> None:
                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC; clients will refuse it until then")
 
 
+def _same_key(cert: x509.Certificate, key: _PrivateKey) -> bool:
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+
+
 def _load_identity(ctx: SSL.Context, b: _Builder, cert_file: str, key_file: str) -> x509.Certificate:
     chain = b.certificates("cert_file", cert_file)
     pkey = b.private_key(key_file)
@@ -420,8 +425,11 @@ def _load_identity(ctx: SSL.Context, b: _Builder, cert_file: str, key_file: str)
         ctx.use_privatekey(pkey)
         ctx.check_privatekey()
     except SSL.Error:
+        fix = "use the key the certificate was issued for"
+        if any(_same_key(c, pkey) for c in chain[1:]):  # e.g. `cat ca.pem server.pem`
+            fix = "the key is for a later certificate in cert_file: put the server's certificate first"
         raise b.error(f'key_file "{key_file}" does not match the certificate in cert_file "{cert_file}"; '
-                      "use the key the certificate was issued for") from None
+                      + fix) from None
     _check_dates(b, leaf, cert_file)
     return leaf
 
