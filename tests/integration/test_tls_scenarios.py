@@ -930,3 +930,15 @@ def test_verify_and_map_with_other_authorization(pki: GuidePKI, pairs: Callable[
     for who, data in ((pki.carol, carol), (pki.dave, dave)):
         got = same(pair, lambda s, w=who: exchange(s, pki.ca, w, script))  # type: ignore[misc]
         assert got[1] == data
+
+
+def test_key_password_file_is_a_pynatsd_extension(pki: GuidePKI, odd_files: dict[str, str], tmp_path: Path) -> None:
+    """README: `key_password_file` (beyond nats-server) opens a key encrypted with
+    `openssl pkey -aes256`; nats-server refuses the key name."""
+    (tmp_path / "pass.txt").write_text("secret\n")
+    conf = tls_conf(Who(pki.server.cert_file, odd_files["pkcs8-encrypted"]), key_password_file=str(tmp_path / "pass.txt"))
+    got = each(lambda impl: refusal(impl, conf, ["-t"], tmp_path))
+    assert got["nats"] == (1, f'{tmp_path / "nats.conf"}:4:3: error parsing tls config, unknown field "key_password_file"')
+    assert got["pynatsd"][0] == 0
+    with ServerProcess("pynatsd", conf) as srv:
+        assert exchange(srv, pki.ca, None) == (True, b"PONG\r\n", "until")
