@@ -22,6 +22,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pynatsd.accounts import INTERNAL_MARK, Account
 from pynatsd.auth import (
     AuthResult,
     BcryptCheck,
@@ -211,6 +212,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         self.version = ""
         self.user: str | None = None
         self.account = "$G"
+        self.acc: Account = server.gacc  # (accounts helper A) whose subject space this client is in
         self.auth: AuthResult | None = None
         self.auth_method: str | None = None
         self.perms: ClientPermissions | None = None
@@ -621,7 +623,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
                     pass
         elif self.raw_transport is not None:
             self.raw_transport.abort()
-        sublist = self.server.sublist
+        sublist = self.acc.sublist
         for sub in self.subs.values():
             sublist.remove(sub.subject, sub.queue, sub)
         self.debug(f"Client connection closed: {reason}")
@@ -675,13 +677,14 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             and self.perms is None
             and not self.verbose
             and getattr(server, "routes", None) is None
+            and self.acc.service_imports is None
         )
 
     def _process(self, ops: list[tuple[Any, ...]], i: int) -> None:
         server = self.server
         trace = server.trace
         fast = self.fast and not trace
-        match = server.sublist.match
+        match = self.acc.sublist.match
         n = len(ops)
         nmsgs = 0
         nbytes = 0
@@ -819,6 +822,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
                     memo.clear()
                     self._process_other(op, kind, trace)
                     fast = self.fast and not trace  # a CONNECT may have changed it
+                    match = self.acc.sublist.match  # ... and the account
                     if self._backlog is not None and not self.closed:
                         # authentication waits on bcrypt: park the rest until it is decided
                         self._backlog = list(ops[i:])
@@ -843,7 +847,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         path (permissions, auto-unsubscribe, echo off, several queue groups, ...)."""
         _, subject, reply, _szb, header, frames, count = op
         server = self.server
-        r = server.sublist.match(subject)
+        r = self.acc.sublist.match(subject)
         plain = r.plain
         queues = r.queues
         echo = self.echo
@@ -1106,6 +1110,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         self.auth_method = result.method
         self.user = result.username
         self.account = result.account
+        self._join_account(result.account)
         self.perms = result.permissions
         if self.perms is not None and self.perms.responses is not None:
             self.replies = {}
@@ -1115,6 +1120,18 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             self._auth_timer.cancel()
             self._auth_timer = None
         self.update_fast_path()
+
+    def _join_account(self, name: str) -> None:
+        """Bind the connection to account ``name`` (its subscriptions move with it)."""
+        new = self.server.accounts.get(name) or self.server.gacc
+        old = self.acc
+        if new is not old:
+            old.clients.discard(self)
+            for sub in self.subs.values():
+                old.sublist.remove(sub.subject, sub.queue, sub)
+                new.sublist.insert(sub.subject, sub.queue, sub)
+            self.acc = new
+        new.clients.add(self)
 
     def tls_peer_certs(self) -> list[dict[str, str]]:
         """The /connz ``tls_peer_certs`` entries of an open TLS connection (leaf first)."""
@@ -1192,7 +1209,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         if sid not in self.subs:
             sub = Subscription(self, subject, queue, sid)
             self.subs[sid] = sub
-            server.sublist.insert(subject, queue, sub)
+            self.acc.sublist.insert(subject, queue, sub)
         if self.verbose:
             self.enqueue(_OK)
 
@@ -1211,7 +1228,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
     def remove_sub(self, sub: Subscription) -> None:
         if self.subs.get(sub.sid) is sub:
             del self.subs[sub.sid]
-            self.server.sublist.remove(sub.subject, sub.queue, sub)
+            self.acc.sublist.remove(sub.subject, sub.queue, sub)
             if self.server.trace:
                 self.trace(f"<-> [DELSUB {sub.sid.decode('utf-8', 'replace')}]")
 
@@ -1301,20 +1318,33 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
     ) -> bool:
         """Deliver to every matching subscription (one per queue group). True if any got it."""
         server = self.server
-        result = server.sublist.match(subject)
+        acc = self.acc
+        result = acc.sublist.match(subject)
         routes = server.routes
         if routes is None:
-            return deliver(
+            got = deliver(
                 server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, result.queues
             )
-        # clustering (cluster/routes.py): routes with interest get the message once each, and a
-        # queue group's member is picked cluster-wide (the groups a route took are not local)
-        routed, queues = routes.forward(subject, reply, hdr_len if hdr_digits is not None else -1, data, result)
-        return deliver(server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues) or routed
+        else:
+            # clustering (cluster/routes.py): routes with interest get the message once each, and a
+            # queue group's member is picked cluster-wide (the groups a route took are not local)
+            routed, queues = routes.forward(
+                subject, reply, hdr_len if hdr_digits is not None else -1, data, result, acc.name_b
+            )
+            got = deliver(
+                server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues
+            ) or routed
+        if acc.service_imports is not None:
+            # (accounts helper A) requests to another account's service (never from routes: the
+            # server the requester is on does the import)
+            for si in acc.service_imports.match(subject).plain:
+                if si.deliver_internal(self, subject, reply, size_digits, data, hdr_digits, hdr_len, 0):
+                    got = True
+        return got
 
     def _send_no_responders(self, subject: bytes, reply: bytes) -> None:
         """503 to the publisher on its own plain subscription matching the reply subject."""
-        for sub in self.server.sublist.match(reply).plain:
+        for sub in self.acc.sublist.match(reply).plain:
             if sub.client is self:
                 msg = wire.no_responders_hmsg(reply, sub.sid, subject)
                 if self.server.trace:
@@ -1366,9 +1396,11 @@ def deliver(
     hdr_len: int,
     plain: list[Subscription],
     queues: list[list[Subscription]],
+    depth: int = 0,
 ) -> bool:
     """Deliver a message to the ``plain`` subscriptions and one member of each queue group in
-    ``queues``. ``src`` is the publishing connection (a client, or a route for routed messages:
+    ``queues``. Internal subscriptions (account imports, pynatsd.accounts) take it into
+    another account; ``depth`` counts such hops. ``src`` is the publishing connection (a client, or a route for routed messages:
     its ``echo`` is True and it is never a subscriber). True if any subscription got it.
 
     Each delivery appends two pieces to the receiver's outbound list: the subscription's
@@ -1419,6 +1451,7 @@ def deliver(
     delivered = 0
     out_bytes = 0
     expired: list[Subscription] | None = None
+    internal: list[Any] | None = None
     if hdr_digits is None and not trace:
         # the usual message: no header block, no tracing (same steps as the loop below)
         skip = None if echo else src
@@ -1431,6 +1464,11 @@ def deliver(
                 continue
             cperms = c.perms
             if cperms is not None:
+                if cperms is INTERNAL_MARK:
+                    if internal is None:
+                        internal = []
+                    internal.append(sub)
+                    continue
                 if cperms.deliver_deny is not None and not cperms.can_deliver(subject):
                     continue
                 if reply and c.replies is not None:
@@ -1464,8 +1502,14 @@ def deliver(
         if c.closed or (c is src and not echo):
             continue
         cperms = c.perms
-        if cperms is not None and cperms.deliver_deny is not None and not cperms.can_deliver(subject):
-            continue
+        if cperms is not None:
+            if cperms is INTERNAL_MARK:
+                if internal is None:
+                    internal = []
+                internal.append(sub)
+                continue
+            if cperms.deliver_deny is not None and not cperms.can_deliver(subject):
+                continue
         max_msgs = sub.max_msgs
         if max_msgs and sub.delivered >= max_msgs:
             continue
@@ -1524,5 +1568,8 @@ def deliver(
         stats = server.stats
         stats.out_msgs += delivered
         stats.out_bytes += out_bytes
-        return True
-    return False
+    if internal is not None:
+        for sub in internal:
+            if sub.deliver_internal(src, subject, reply, size_digits, data, hdr_digits, hdr_len, depth):
+                delivered += 1
+    return delivered > 0

@@ -29,12 +29,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION, __version__
+from pynatsd.accounts import Account, AccountRegistry
 from pynatsd.auth import Authorizer
 from pynatsd.client import (
     REASON_MAX_CONNECTIONS,
     REASON_SHUTDOWN,
     ClientConnection,
     Subscription,
+    deliver,
 )
 from pynatsd.config.options import RANDOM_PORT, ServerOptions
 from pynatsd.errors import ConfigError
@@ -251,7 +253,10 @@ class Server:
         self.config_load_time = self.start_time
         self.clients: dict[int, ClientConnection] = {}
         self.closed_clients: collections.deque[ClosedClient] = collections.deque(maxlen=max(opts.max_closed_clients, 0))
-        self.sublist: SubjectTrie[Subscription] = SubjectTrie()
+        # (accounts helper A) every account's subject space; ``sublist`` is $G's
+        self.accounts = AccountRegistry(self.publish_in_account)
+        self.accounts.configure(opts)
+        self.gacc: Account = self.accounts.gacc
         self.stats = ServerStats()
         self.port = 0
         self.http_port = 0
@@ -516,6 +521,7 @@ class Server:
 
     def client_closed(self, client: ClientConnection) -> None:
         self.clients.pop(client.cid, None)
+        client.acc.clients.discard(client)
         if self.closed_clients.maxlen:
             self.closed_clients.append(ClosedClient.of(client))
 
@@ -553,13 +559,37 @@ class Server:
             cache[subject] = ok
         return ok
 
-    @staticmethod
-    def is_system_account(account: str) -> bool:
-        return account == SYSTEM_ACCOUNT
+    def is_system_account(self, account: str) -> bool:
+        sys_acc = self.accounts.system
+        return sys_acc is not None and account == sys_acc.name
+
+    @property
+    def sublist(self) -> SubjectTrie[Subscription]:
+        """The global account's trie (``$G``)."""
+        return self.gacc.sublist
 
     @property
     def num_subscriptions(self) -> int:
-        return self.sublist.count()
+        """Subscriptions over all accounts (internal import subscriptions included, as
+        nats-server counts them)."""
+        return sum(a.sublist.count() for a in self.accounts.accounts.values())
+
+    def publish_in_account(
+        self, src: Any, acc: Account, subject: bytes, reply: bytes, size_digits: bytes, data: bytes,
+        hdr_digits: bytes | None, hdr_len: int, depth: int, local_only: bool,
+    ) -> bool:
+        """A message entering account ``acc`` through an import: its local subscribers, and
+        the routes with interest unless ``local_only``."""
+        result = acc.sublist.match(subject)
+        queues = result.queues
+        routed = False
+        routes = self.routes
+        if routes is not None and not local_only:
+            routed, queues = routes.forward(
+                subject, reply, hdr_len if hdr_digits is not None else -1, data, result, acc.name_b
+            )
+        got = deliver(self, src, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues, depth)
+        return got or routed
 
     # -- output ----------------------------------------------------------------------------------
 

@@ -97,6 +97,27 @@ def subject_matches(subject: bytes, pattern: bytes) -> bool:
     return len(ptoks) == ns
 
 
+def subject_is_subset(subject: bytes, pattern: bytes) -> bool:
+    """Whether every subject ``subject`` (possibly with wildcards) matches is matched by
+    ``pattern`` too (an account import must stay inside what the export offers)."""
+    stoks = subject.split(_SEP)
+    ptoks = pattern.split(_SEP)
+    ns = len(stoks)
+    for i, p in enumerate(ptoks):
+        if i >= ns:
+            return False
+        t = stoks[i]
+        if p == FWC:
+            return True
+        if t == FWC:
+            return False
+        if p == PWC:
+            continue
+        if t != p:
+            return False
+    return len(ptoks) == ns
+
+
 def subjects_collide(a: bytes, b: bytes) -> bool:
     """Whether two (possibly wildcard) subjects could both match one literal subject.
 

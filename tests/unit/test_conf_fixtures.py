@@ -7,7 +7,7 @@ nats-server's tests, each is read with the current directory set to its ``server
 directory so relative includes and certificate paths resolve.
 
 Files where we differ on purpose are listed with the reason:
-* REFUSED: security features pynatsd does not implement (accounts, operator/JWT mode); nats-server
+* REFUSED: security features pynatsd does not implement (NKEYs, operator/JWT mode); nats-server
   accepts them, we refuse to start with a clear message instead of ignoring them.
 * TLS_CONTEXT: cipher/curve names are checked when the TLS context is built (pynatsd.tls), not
   while loading options; nats-server's ``-t`` checks them while loading.
@@ -29,8 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / ".." / "shared" / "fixtures" / "nats-server-configs"
 
 REFUSED = {
-    "server/configs/accounts.conf": "accounts",
-    "test/configs/multi_accounts.conf": "accounts",
+    "server/configs/accounts.conf": "nkey",  # account NKEYs
     "server/configs/js-op.conf": "operator",
     "test/configs/operator.conf": "operator",
     "test/configs/operator_inline.conf": "operator",

@@ -194,7 +194,8 @@ SNIPPETS = [
 
 # Deliberate differences: nats-server accepts these, pynatsd refuses (security features it lacks).
 REFUSED = {
-    "accounts { A { users: [ {user: a, password: b} ] } }": "accounts",
+    "accounts { A { mappings: { foo: bar } } }": "mappings",
+    "accounts { A { exports: [ {service: foo, latency: lat.foo} ] } }": "latency",
     "authorization { users: [ {nkey: UC6NLCN7AS34YOJVCYD4PJ3QB7QGLYG5B5IMBT25VW5K4TNUJODM7BOX} ] }": "nkey",
     'trusted: "OD4M6IAAKQSM4DQSLWZIVBACYTYS2S6XQS7U67XXYXJ44ILNE35YPGJK"': "trusted",
     "authorization { proxy_required: true }": "proxy_required",

@@ -8,9 +8,10 @@ How this server takes part in a cluster (behaviour checked against nats-server 2
 
 - No pooling, no compression, no pinned accounts: our INFO has no ``route_pool_size`` and no
   ``compression``, so a real server keeps exactly one connection to us and carries every account
-  on it. We carry the global account ``$G`` only; RS+/RMSG for other accounts (a real server's
-  ``$SYS``) are ignored. A dialer's INFO naming a ``route_account`` (a dedicated account route)
-  is refused as nats-server refuses it towards a pool-less server.
+  on it. Every configured account is carried (the account name is in each RS+/RS-/RMSG/HMSG);
+  RS+/RMSG for an account this server does not have are ignored. A dialer's INFO naming a
+  ``route_account`` (a dedicated account route) is refused as nats-server refuses it towards a
+  pool-less server.
 - Interest: only local interest is advertised. A plain (subject) interest is RS+ on its first
   local subscription and RS- on its last; a queue interest is re-sent as RS+ with the number of
   local members on every change, and RS- when the last member leaves. A new route first gets
@@ -202,13 +203,16 @@ def parse_route_url(text: str) -> RouteURL:
 class RemoteSub:
     """Interest a route told us about: the item stored in the remote-interest trie."""
 
-    __slots__ = ("route", "subject", "queue", "weight")
+    __slots__ = ("route", "subject", "queue", "weight", "account")
 
-    def __init__(self, route: RouteConnection, subject: bytes, queue: bytes, weight: int) -> None:
+    def __init__(
+        self, route: RouteConnection, subject: bytes, queue: bytes, weight: int, account: bytes = GLOBAL_ACCOUNT
+    ) -> None:
         self.route = route
         self.subject = subject
         self.queue = queue
         self.weight = weight
+        self.account = account
 
     def __repr__(self) -> str:
         return f"<RemoteSub {self.subject!r} q={self.queue!r} w={self.weight} rid={self.route.rid}>"
@@ -218,21 +222,32 @@ class InterestTrie(SubjectTrie[Any]):
     """The server's (local) subscription trie, reporting each insert/remove to the route manager
     so local interest changes become RS+/RS- without hooks in the client code."""
 
-    def __init__(self, manager: RouteManager) -> None:
+    def __init__(self, manager: RouteManager, account: bytes = GLOBAL_ACCOUNT) -> None:
         super().__init__()
         self._routes_manager = manager
+        self._account = account
 
     def insert(self, subject: bytes, queue: bytes, item: Any) -> None:
         before = self.count()
         super().insert(subject, queue, item)
         if self.count() != before:  # an item already there is not new interest
-            self._routes_manager.local_interest_added(subject, queue)
+            self._routes_manager.local_interest_added(subject, queue, self._account)
 
     def remove(self, subject: bytes, queue: bytes, item: Any) -> bool:
         removed = super().remove(subject, queue, item)
         if removed:
-            self._routes_manager.local_interest_removed(subject, queue)
+            self._routes_manager.local_interest_removed(subject, queue, self._account)
         return removed
+
+
+def interest_key(account: bytes, subject: bytes, queue: bytes) -> tuple[bytes, ...]:
+    """Key of one interest in ``local_counts`` and a route's ``subs``: (subject, queue) for the
+    global account, (subject, queue, account) for the others."""
+    return (subject, queue) if account == GLOBAL_ACCOUNT else (subject, queue, account)
+
+
+def key_account(key: tuple[bytes, ...]) -> bytes:
+    return key[2] if len(key) > 2 else GLOBAL_ACCOUNT
 
 
 class ClusterStats(ServerStats):
@@ -333,7 +348,7 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
         self.out_msgs = 0
         self.in_bytes = 0
         self.out_bytes = 0
-        self.subs: dict[tuple[bytes, bytes], RemoteSub] = {}
+        self.subs: dict[tuple[bytes, ...], RemoteSub] = {}  # by interest_key()
         self.parser = RouteParser(max(manager.server.opts.max_control_line, 4096) * 16)
         self.transport: Any = None
         self.raw_transport: Any = None
@@ -654,25 +669,25 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
             self.trace(f"<<- [RS+ {_args(account, subject, queue, weight)}]")
         if not self.registered:
             return
-        if account != GLOBAL_ACCOUNT:
+        mgr = self.manager
+        remote = mgr.remote_trie(account)
+        if remote is None:
             if account not in self._ignored_accounts:
-                # a real server always sends its system account's interest ($SYS)
                 self._ignored_accounts.add(account)
                 acc = wire.go_quote(account.decode("utf-8", "replace"))
-                self.debug(f"Ignoring interest in account {acc}: only $G is carried")
+                self.debug(f"Ignoring interest in account {acc}: not configured on this server")
             return
-        mgr = self.manager
         if mgr.export_perms is not None and not mgr.export_perms.can_subscribe(subject):
             self.debug(
                 f"Can not export {wire.go_quote(subject.decode('utf-8', 'replace'))}, ignoring remote subscription request"
             )
             return
-        key = (subject, queue)
+        key = interest_key(account, subject, queue)
         rs = self.subs.get(key)
         if rs is None:
-            rs = RemoteSub(self, subject, queue, max(weight, 1))
+            rs = RemoteSub(self, subject, queue, max(weight, 1), account)
             try:
-                mgr.remote.insert(subject, queue, rs)
+                remote.insert(subject, queue, rs)
             except ValueError:
                 self.error(
                     f"Could not insert subscription: invalid subject {wire.go_quote(subject.decode('utf-8', 'replace'))}"
@@ -686,14 +701,18 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
     def _on_unsub(self, account: bytes, subject: bytes, queue: bytes) -> None:
         if self.server.trace:
             self.trace(f"<<- [RS- {_args(account, subject, queue)}]")
-        rs = self.subs.pop((subject, queue), None)
+        rs = self.subs.pop(interest_key(account, subject, queue), None)
         if rs is not None:
-            self.manager.remote.remove(subject, queue, rs)
+            remote = self.manager.remote_trie(account)
+            if remote is not None:
+                remote.remove(subject, queue, rs)
 
     def _drop_remote_subs(self) -> None:
-        remote = self.manager.remote
+        mgr = self.manager
         for rs in self.subs.values():
-            remote.remove(rs.subject, rs.queue, rs)
+            remote = mgr.remote_trie(rs.account)
+            if remote is not None:
+                remote.remove(rs.subject, rs.queue, rs)
         self.subs.clear()
 
     # -- messages ----------------------------------------------------------------------------------
@@ -714,23 +733,29 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
             self.trace(
                 f"<<- [{'HMSG' if hdr_len >= 0 else 'RMSG'} {_msg_args(account, subject, reply, queues, hdr_len, data)}]"
             )
-        if account != GLOBAL_ACCOUNT or not self.registered:
+        if not self.registered:
+            return
+        acc = server.accounts.get(account.decode("utf-8", "replace")) if account != GLOBAL_ACCOUNT else server.gacc
+        if acc is None:
             return
         stats = self.manager.stats
         stats.in_msgs += 1
         stats.in_bytes += len(data)
         stats.route_in_msgs += 1
         stats.route_in_bytes += len(data)
-        self.manager.deliver_local(self, subject, reply, queues, hdr_len, data)
+        self.manager.deliver_local(self, subject, reply, queues, hdr_len, data, acc)
 
-    def send_msg(self, subject: bytes, reply: bytes, queues: list[bytes], hdr_len: int, data: bytes) -> None:
+    def send_msg(
+        self, subject: bytes, reply: bytes, queues: list[bytes], hdr_len: int, data: bytes,
+        account: bytes = GLOBAL_ACCOUNT,
+    ) -> None:
         """Queue an RMSG/HMSG (headers stripped if the peer cannot take them)."""
         if self.closed:
             return
         if hdr_len >= 0 and not self.headers:
             data = data[hdr_len:]
             hdr_len = -1
-        line = rp.msg_line(GLOBAL_ACCOUNT, subject, reply, queues, hdr_len, len(data))
+        line = rp.msg_line(account, subject, reply, queues, hdr_len, len(data))
         if self.server.trace:
             self.trace(f"->> [{line[:-2].decode('utf-8', 'replace')}]")
         out = self.out
@@ -856,8 +881,10 @@ class RouteManager:
         self.port = 0
         self.routes: dict[str, RouteConnection] = {}  # registered, by remote server id
         self.conns: set[RouteConnection] = set()  # every open route connection
-        self.remote: SubjectTrie[RemoteSub] = SubjectTrie()
-        self.local_counts: dict[tuple[bytes, bytes], int] = {}
+        self.remote: SubjectTrie[RemoteSub] = SubjectTrie()  # the global account's
+        # remote interest per account (accounts helper A)
+        self.remotes: dict[bytes, SubjectTrie[RemoteSub]] = {GLOBAL_ACCOUNT: self.remote}
+        self.local_counts: dict[tuple[bytes, ...], int] = {}  # by interest_key()
         self.remote_client_urls: Counter[str] = Counter()
         self._urls_announced = False
         self.configured: list[RouteURL] = [parse_route_url(u) for u in c.routes]
@@ -884,9 +911,9 @@ class RouteManager:
         )
         self.import_perms, self.export_perms = _route_permissions(c.permissions)
         self._tls_name = next((u.host for u in self.configured if not _is_ip(u.host)), "")
-        # see local interest changes
-        assert server.sublist.count() == 0, "RouteManager must be created before any subscription"
-        server.sublist = InterestTrie(self)
+        # see local interest changes, in every account
+        assert not server.clients, "RouteManager must be created before any connection"
+        server.accounts.set_trie_factory(lambda acc: InterestTrie(self, acc.name_b))
         # counters with the route share apart (everyone reads server.stats afresh each time)
         self.stats = ClusterStats(server.stats)
         server.stats = self.stats
@@ -937,24 +964,23 @@ class RouteManager:
         if not routes:
             return
         parts: list[bytes] = []
-        for (subject, queue), n in self.local_counts.items():
+        for key, n in self.local_counts.items():
+            subject, queue, account = key[0], key[1], key_account(key)
             then = old_imp is None or old_imp.can_publish(subject)
             now = new_imp is None or new_imp.can_publish(subject)
             if now and not then:
-                parts.append(
-                    rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n)
-                    if queue
-                    else rp.rs_plus(GLOBAL_ACCOUNT, subject)
-                )
+                parts.append(rp.rs_plus(account, subject, queue, n) if queue else rp.rs_plus(account, subject))
             elif then and not now:
-                parts.append(rp.rs_minus(GLOBAL_ACCOUNT, subject, queue))
+                parts.append(rp.rs_minus(account, subject, queue))
         info = rp.info_line(self.route_info())
         for r in routes:
             if new_exp is not None:
                 for key, rs in list(r.subs.items()):
                     if not new_exp.can_subscribe(rs.subject):
                         del r.subs[key]
-                        self.remote.remove(rs.subject, rs.queue, rs)
+                        remote = self.remote_trie(rs.account)
+                        if remote is not None:
+                            remote.remove(rs.subject, rs.queue, rs)
             self._send_lines(r, [info, *parts])
 
     def _reload_routes(self, urls: list[RouteURL]) -> None:
@@ -1436,16 +1462,13 @@ class RouteManager:
         conn.remote_import, conn.remote_export = imp, exp
         perms = self.import_perms
         parts: list[bytes] = []
-        for (subject, queue), n in self.local_counts.items():
+        for key, n in self.local_counts.items():
+            subject, queue, account = key[0], key[1], key_account(key)
             if not new.can_subscribe(subject) or old.can_subscribe(subject):
                 continue
             if perms is not None and not perms.can_publish(subject):
                 continue
-            parts.append(
-                rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n)
-                if queue
-                else rp.rs_plus(GLOBAL_ACCOUNT, subject)
-            )
+            parts.append(rp.rs_plus(account, subject, queue, n) if queue else rp.rs_plus(account, subject))
         self._send_lines(conn, parts)
 
     def _send_lines(self, conn: RouteConnection, parts: list[bytes]) -> None:
@@ -1529,25 +1552,32 @@ class RouteManager:
 
     # -- interest -------------------------------------------------------------------------------------
 
-    def local_interest_added(self, subject: bytes, queue: bytes) -> None:
-        key = (subject, queue)
+    def remote_trie(self, account: bytes) -> SubjectTrie[RemoteSub] | None:
+        """Remote interest in ``account`` (None when this server does not have the account)."""
+        trie = self.remotes.get(account)
+        if trie is None and self.server.accounts.get(account.decode("utf-8", "replace")) is not None:
+            trie = self.remotes[account] = SubjectTrie()
+        return trie
+
+    def local_interest_added(self, subject: bytes, queue: bytes, account: bytes = GLOBAL_ACCOUNT) -> None:
+        key = interest_key(account, subject, queue)
         n = self.local_counts.get(key, 0) + 1
         self.local_counts[key] = n
         if queue:
-            self._broadcast_interest(rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n), subject)
+            self._broadcast_interest(rp.rs_plus(account, subject, queue, n), subject)
         elif n == 1:
-            self._broadcast_interest(rp.rs_plus(GLOBAL_ACCOUNT, subject), subject)
+            self._broadcast_interest(rp.rs_plus(account, subject), subject)
 
-    def local_interest_removed(self, subject: bytes, queue: bytes) -> None:
-        key = (subject, queue)
+    def local_interest_removed(self, subject: bytes, queue: bytes, account: bytes = GLOBAL_ACCOUNT) -> None:
+        key = interest_key(account, subject, queue)
         n = self.local_counts.get(key, 0) - 1
         if n <= 0:
             self.local_counts.pop(key, None)
-            self._broadcast_interest(rp.rs_minus(GLOBAL_ACCOUNT, subject, queue), subject)
+            self._broadcast_interest(rp.rs_minus(account, subject, queue), subject)
         else:
             self.local_counts[key] = n
             if queue:
-                self._broadcast_interest(rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n), subject)
+                self._broadcast_interest(rp.rs_plus(account, subject, queue, n), subject)
 
     def _broadcast_interest(self, line: bytes, subject: bytes) -> None:
         if not self.routes:
@@ -1563,14 +1593,11 @@ class RouteManager:
     def _send_local_interest(self, conn: RouteConnection) -> None:
         parts: list[bytes] = []
         perms = self.import_perms
-        for (subject, queue), n in self.local_counts.items():
+        for key, n in self.local_counts.items():
+            subject, queue, account = key[0], key[1], key_account(key)
             if perms is not None and not perms.can_publish(subject):
                 continue
-            parts.append(
-                rp.rs_plus(GLOBAL_ACCOUNT, subject, queue, n)
-                if queue
-                else rp.rs_plus(GLOBAL_ACCOUNT, subject)
-            )
+            parts.append(rp.rs_plus(account, subject, queue, n) if queue else rp.rs_plus(account, subject))
         if parts:
             if self.server.trace:
                 for p in parts:
@@ -1581,7 +1608,8 @@ class RouteManager:
     # -- messages -------------------------------------------------------------------------------------
 
     def forward(
-        self, subject: bytes, reply: bytes, hdr_len: int, data: bytes, local: MatchResult[Any]
+        self, subject: bytes, reply: bytes, hdr_len: int, data: bytes, local: MatchResult[Any],
+        account: bytes = GLOBAL_ACCOUNT,
     ) -> tuple[bool, list[list[Any]]]:
         """Send a locally published message to the routes that want it.
 
@@ -1592,14 +1620,17 @@ class RouteManager:
         local_queues = local.queues
         if not self.routes:
             return False, local_queues
-        res = self.remote.match(subject)
+        remote = self.remote if account == GLOBAL_ACCOUNT else self.remotes.get(account)
+        if remote is None:
+            return False, local_queues
+        res = remote.match(subject)
         plain = res.plain
         rqueues = res.queues
         if not rqueues:
             if not plain:
                 return False, local_queues
             if len(plain) == 1:  # the usual case: one route wants it
-                plain[0].route.send_msg(subject, reply, [], hdr_len, data)
+                plain[0].route.send_msg(subject, reply, [], hdr_len, data, account)
                 return True, local_queues
         targets: dict[RouteConnection, list[bytes]] = {}
         for rs in plain:
@@ -1638,7 +1669,7 @@ class RouteManager:
                     remaining = [g for g in remaining if g is not local_group]
             local_queues = remaining
         for route, qs in targets.items():
-            route.send_msg(subject, reply, qs, hdr_len, data)
+            route.send_msg(subject, reply, qs, hdr_len, data, account)
         return bool(targets), local_queues
 
     def deliver_local(
@@ -1649,10 +1680,12 @@ class RouteManager:
         queues: tuple[bytes, ...],
         hdr_len: int,
         data: bytes,
+        acc: Any = None,
     ) -> None:
-        """A routed message: to local subscribers only (one member of each named queue group)."""
+        """A routed message: to local subscribers of its account only (one member of each named
+        queue group)."""
         server = self.server
-        res = server.sublist.match(subject)
+        res = (acc or server.gacc).sublist.match(subject)
         plain = res.plain
         lq = res.queues
         if lq:
@@ -1710,11 +1743,11 @@ class RouteManager:
             if subs_detail and r.subs:
                 e["subscriptions_list_detail"] = [
                     {
-                        "account": "$G",
+                        "account": rs.account.decode("utf-8", "replace"),
                         "subject": rs.subject.decode("utf-8", "replace"),
                         **({"qgroup": rs.queue.decode("utf-8", "replace")} if rs.queue else {}),
                         "sid": " ".join(
-                            x.decode("utf-8", "replace") for x in (b"$G", rs.subject, rs.queue) if x
+                            x.decode("utf-8", "replace") for x in (rs.account, rs.subject, rs.queue) if x
                         ),
                         "msgs": 0,
                         "cid": r.rid,

@@ -41,6 +41,7 @@ from pynatsd.config.options import (
     DEFAULT_PORT,
     DEFAULT_TLS_TIMEOUT,
     DEFAULT_WRITE_DEADLINE,
+    AccountOptions,
     AuthOptions,
     ClusterOptions,
     OCSPCacheOptions,
@@ -49,7 +50,11 @@ from pynatsd.config.options import (
     Permissions,
     ResponsePermission,
     ServerOptions,
+    ServiceExport,
+    ServiceImport,
     Source,
+    StreamExport,
+    StreamImport,
     SubjectPermission,
     TLSOptions,
     User,
@@ -57,10 +62,13 @@ from pynatsd.config.options import (
 from pynatsd.config.parser import ConfList, ConfMap, Pos, config_digest, parse_file
 from pynatsd.errors import ConfigError
 from pynatsd.monitor.gofmt import go_duration, seconds_to_ns  # pure Go spellings, no I/O
+from pynatsd.subjects import subject_is_subset
 
 __all__ = ["FlagValues", "load_options", "parse_duration", "format_duration"]
 
 NOT_SUPPORTED = "not supported by pynatsd yet, ignored"
+GLOBAL_ACCOUNT = "$G"
+SYSTEM_ACCOUNT = "$SYS"
 DEFAULT_ALLOW_RESPONSES_EXPIRES = 120.0
 DEFAULT_HANDSHAKE_FIRST_FALLBACK = 0.05  # nats-server's "auto" fallback delay
 ROUTE_MAX_PING_INTERVAL = 30.0
@@ -242,6 +250,15 @@ def _go_type(v: Any) -> str:
     return "time.Time"
 
 
+def _go_v(v: Any) -> str:
+    """A scalar as Go's %v prints it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return _go_float_v(v)
+    return str(v)
+
+
 def _show(v: Any) -> str:
     if isinstance(v, str):
         return f" ({_go_quote(v)})"
@@ -355,6 +372,12 @@ class _Loader:
         self.kw: dict[str, Any] = {}
         self.auth = AuthOptions()
         self.auth_block = False
+        # (accounts helper A) the accounts block, its users, and where each was written
+        self.account_opts: list[AccountOptions] = []
+        self.account_users: list[tuple[User, Pos]] = []
+        self.auth_users_pos: Pos | None = None
+        self.system_account: tuple[str, Pos] | None = None
+        self.no_system_account = False
 
     # -- reporting
 
@@ -589,12 +612,11 @@ class _Loader:
         elif lk == "cluster":
             kw["cluster"] = self.cluster(v, k, pos)
         elif lk in ("no_system_account", "no_system", "no_sys_acc"):
-            self.bool_(v, k, pos)  # pynatsd has no system account: nothing to turn off
+            self.no_system_account = self.bool_(v, k, pos)
         elif lk in ("system_account", "system"):
-            self.str_(v, k, pos)
-            self.unsupported(k, pos, "(the system account)")
+            self.system_account = (self.str_(v, k, pos), pos)
         elif lk == "accounts":
-            self.refuse(k, pos, "multi-tenant accounts")
+            self.accounts(v, k, pos)
         elif lk in ("operator", "operators", "roots", "root", "root_operators", "root_operator"):
             self.refuse(k, pos, "operator (JWT) mode")
         elif lk in ("trusted", "trusted_keys"):
@@ -667,6 +689,16 @@ class _Loader:
             if a.token:
                 self.err("Can not have a token and a users array", pos)
         self.auth_block = True
+        if self.account_users:
+            # (accounts helper A) nats-server checks this whichever block comes first
+            if a.user:
+                self.err("Can not have a single user/pass and a users array", pos)
+            if a.token:
+                self.err("Can not have a token and a users array", pos)
+            taken = {u.username for u, _ in self.account_users}
+            for u in a.users or ():
+                if u.username in taken:
+                    self.err(f'Duplicate user "{u.username}" detected', pos)
         self.auth = replace(
             self.auth,
             user=a.user,
@@ -871,6 +903,256 @@ class _Loader:
             else:
                 self.unknown(v, k, f"Unknown field {_go_quote(k)} parsing permissions")
         return ResponsePermission(max_msgs=max_msgs, expires=expires)
+
+    # -- accounts (accounts helper A)
+
+    def accounts(self, v: Any, key: str, pos: Pos) -> None:
+        """The ``accounts`` block: a list of names, or a map of name -> account map. Imports and
+        exports are checked once every account is known, as nats-server does."""
+        names: set[str] = set()
+        if isinstance(v, ConfList):
+            for name, npos in zip(v, v.pos, strict=True):
+                n = self.str_(name, key, npos)
+                if n == GLOBAL_ACCOUNT:
+                    self.err(f'"{n}" is a Reserved Account', npos)
+                if n in names:
+                    self.err(f"Duplicate Account Entry: {n}", npos)
+                names.add(n)
+                self.account_opts.append(AccountOptions(name=n, source=Source(npos.file, npos.line)))
+            return
+        if not isinstance(v, ConfMap):
+            return  # nats-server ignores an accounts value that is neither a list nor a map
+        am = v
+        pending: list[tuple[AccountOptions, Pos, list[tuple[Any, Pos, str]]]] = []
+        for name, av in am.items():
+            apos = am.pos[name]
+            if not isinstance(av, ConfMap):
+                self.err("Expected map entries for accounts", apos)
+            if name == GLOBAL_ACCOUNT:
+                self.err(f'"{name}" is a Reserved Account', apos)
+            kw: dict[str, Any] = {"name": name, "source": Source(apos.file, apos.line)}
+            users: list[User] = []
+            users_pos = apos
+            raw_io: list[tuple[Any, Pos, str]] = []
+            for k, mv in av.items():
+                kpos = av.pos[k]
+                lk = k.lower()
+                if lk == "users":
+                    users = self.users(mv, k, kpos)
+                    users_pos = kpos
+                elif lk == "default_permissions":
+                    kw["default_permissions"] = self.permissions(mv, k, kpos)
+                elif lk in ("imports", "exports"):
+                    if not isinstance(mv, ConfList):
+                        what = "Imports" if lk == "imports" else "Exports"
+                        self.err(f"{what} should be an array, got {_go_type(mv)}", kpos)
+                    raw_io.append((mv, kpos, lk))
+                elif lk == "limits":
+                    kw.update(self.account_limits(mv, k, kpos))
+                elif lk == "nkey":
+                    self.refuse(k, kpos, "account NKEYs")
+                elif lk in ("mappings", "maps"):
+                    self.refuse(k, kpos, "subject mappings in accounts")
+                elif lk == "jetstream":
+                    self.unsupported(k, kpos, "(JetStream for the account)")
+                else:
+                    self.unknown(av, k)
+            if users:
+                if self.auth.user:
+                    self.err("Can not have a single user/pass and accounts", users_pos)
+                if self.auth.token:
+                    self.err("Can not have a token and accounts", users_pos)
+            dp = kw.get("default_permissions")
+            taken = {u.username for u in self.auth.users} | {u.username for u, _ in self.account_users}
+            for u in users:
+                if u.username in taken:
+                    self.err(f'Duplicate user "{u.username}" detected', users_pos)
+                taken.add(u.username)
+                if u.permissions is None and dp is not None:
+                    u = replace(u, permissions=dp)
+                self.account_users.append((replace(u, account=name), users_pos))
+            pending.append((AccountOptions(**kw), apos, raw_io))
+        for acc, _, _ in pending:
+            self.account_opts.append(acc)
+        known = {a.name for a in self.account_opts}
+        # exports first, then imports (which must fit an export offered to the importer)
+        parsed: dict[str, dict[str, list[Any]]] = {}
+        for acc, _apos, raw_io in pending:
+            d = parsed.setdefault(acc.name, {"se": [], "ve": [], "si": [], "vi": []})
+            for mv, _kpos, lk in raw_io:
+                for item, ipos in zip(mv, mv.pos, strict=True):
+                    if lk == "exports":
+                        exp = self.export_item(item, ipos)
+                        d["se" if isinstance(exp, StreamExport) else "ve"].append(exp)
+                    else:
+                        imp = self.import_item(item, ipos)
+                        if imp is None:
+                            continue
+                        if isinstance(imp, ServiceImport):
+                            for prev in d["vi"]:
+                                if (prev.to or prev.subject) == (imp.to or imp.subject):
+                                    self.err(
+                                        f"Duplicate service import subject {_go_quote(imp.to or imp.subject)}, "
+                                        f"previously used in import for account {_go_quote(prev.account)}, "
+                                        f"subject {_go_quote(prev.subject)}",
+                                        ipos,
+                                    )
+                            d["vi"].append(imp)
+                        else:
+                            d["si"].append(imp)
+        no_line = None  # nats-server gives these without a line
+        for d in parsed.values():
+            for e in d["se"] + d["ve"]:
+                kind = "stream" if isinstance(e, StreamExport) else "service"
+                for an in e.accounts or ():
+                    if an not in known:
+                        self.err(f"{_go_quote(an)} account not defined for {kind} export", no_line)
+        for name, d in parsed.items():
+            for imp in d["si"] + d["vi"]:
+                stream = isinstance(imp, StreamImport)
+                kind = "stream" if stream else "service"
+                if imp.account not in known:
+                    self.err(f"{_go_quote(imp.account)} account not defined for {kind} import", no_line)
+                exps = parsed.get(imp.account, {}).get("se" if stream else "ve", [])
+                sub = imp.subject.encode()
+                if not any(
+                    subject_is_subset(sub, e.subject.encode()) and (e.accounts is None or name in e.accounts)
+                    for e in exps
+                ):
+                    self.err(
+                        f"Error adding {kind} import {_go_quote(imp.subject)}: {kind} import not authorized",
+                        no_line,
+                    )
+        self.account_opts = [
+            replace(
+                a,
+                stream_exports=tuple(parsed[a.name]["se"]),
+                service_exports=tuple(parsed[a.name]["ve"]),
+                stream_imports=tuple(parsed[a.name]["si"]),
+                service_imports=tuple(parsed[a.name]["vi"]),
+            )
+            if a.name in parsed
+            else a
+            for a in self.account_opts
+        ]
+
+    def account_limits(self, v: Any, key: str, pos: Pos) -> dict[str, int]:
+        if not isinstance(v, ConfMap):
+            self.err(f"Expected account limits to be a map/struct, got {_go_v(v)}", pos)
+        lm = v
+        out: dict[str, int] = {}
+        for k, lv in lm.items():
+            kpos = lm.pos[k]
+            lk = k.lower()
+            if lk in ("max_connections", "max_conn"):
+                out["max_connections"] = self.int_(lv, k, kpos)
+            elif lk in ("max_subscriptions", "max_subs"):
+                out["max_subscriptions"] = self.int_(lv, k, kpos)
+            elif lk in ("max_payload", "max_pay"):
+                out["max_payload"] = self.int_(lv, k, kpos)
+            elif lk in ("max_leafnodes", "max_leafs"):
+                self.int_(lv, k, kpos)  # leafnodes are not implemented: nothing to limit
+            else:
+                self.unknown(lm, k, f"Unknown field {_go_quote(k)} parsing account limits")
+        return out
+
+    def export_item(self, v: Any, pos: Pos) -> StreamExport | ServiceExport:
+        if not isinstance(v, ConfMap):
+            self.err(f"Export Items should be a map with type entry, got {_go_type(v)}", pos)
+        stream: str | None = None
+        service: str | None = None
+        accounts: tuple[str, ...] | None = None
+        response: str | None = None
+        response_pos: Pos | None = None
+        for k, ev in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk == "stream":
+                if service is not None:
+                    self.err(f"Detected stream {_go_quote(str(ev))} but already saw a service", kpos)
+                if response_pos is not None:
+                    self.err("Detected response directive on non-service", response_pos)
+                if not isinstance(ev, str):
+                    self.err(f"Expected stream name to be string, got {_go_type(ev)}", kpos)
+                stream = ev
+            elif lk == "service":
+                if stream is not None:
+                    self.err(f"Detected service {_go_quote(str(ev))} but already saw a stream", kpos)
+                if not isinstance(ev, str):
+                    self.err(f"Expected service name to be string, got {_go_type(ev)}", kpos)
+                service = ev
+            elif lk in ("response", "response_type"):
+                if response_pos is not None:
+                    self.err("Duplicate response type definition", kpos)
+                response_pos = kpos
+                if not isinstance(ev, str):
+                    self.err(f"Expected response type to be string, got {_go_type(ev)}", kpos)
+                rt = ev.lower()
+                if rt in ("single", "singleton"):
+                    response = "singleton"
+                elif rt == "stream":
+                    response = "stream"
+                elif rt in ("chunk", "chunked"):
+                    response = "chunked"
+                else:
+                    self.err(f"Unknown response type: {_go_quote(ev)}", kpos)
+                if stream is not None:
+                    self.err("Detected response directive on non-service", kpos)
+            elif lk == "accounts":
+                accounts = tuple(self.string_list(ev, "accounts", kpos))
+            elif lk == "allow_trace":
+                self.bool_(ev, k, kpos)  # message tracing is not implemented: nothing to allow
+            elif lk in ("threshold", "response_threshold", "response_max_time", "response_time", "latency",
+                        "account_token_position"):
+                self.refuse(k, kpos, f"the service export setting {_go_quote(k)}")
+            else:
+                self.unknown(v, k)
+        if service is not None:
+            return ServiceExport(service, accounts, response or "singleton")
+        if stream is None:
+            self.err("Export Items should be a map with type entry, got map[string]interface {}", pos)
+        return StreamExport(stream, accounts)
+
+    def import_item(self, v: Any, pos: Pos) -> StreamImport | ServiceImport | None:
+        if not isinstance(v, ConfMap):
+            self.err(f"Import Items should be a map with type entry, got {_go_type(v)}", pos)
+        kind: str | None = None
+        account = subject = ""
+        prefix = to = ""
+        for k, iv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk in ("stream", "service"):
+                if kind is not None and kind != lk:
+                    self.err(f"Detected {lk} but already saw a {kind}", kpos)
+                if not isinstance(iv, ConfMap):
+                    self.err(f"{lk.capitalize()} entry should be an account map, got {_go_type(iv)}", kpos)
+                for ak, av in iv.items():
+                    akpos = iv.pos[ak]
+                    if ak.lower() == "account":
+                        account = self.str_(av, ak, akpos)
+                    elif ak.lower() == "subject":
+                        subject = self.str_(av, ak, akpos)
+                    else:
+                        self.unknown(iv, ak)
+                if not account or not subject:
+                    self.err("Expect an account name and a subject", kpos)
+                kind = lk
+            elif lk == "prefix":
+                prefix = self.str_(iv, k, kpos)
+            elif lk == "to":
+                to = self.str_(iv, k, kpos)
+                if kind == "stream" and prefix:
+                    self.err("Stream import can not have a 'prefix' and a 'to' property", kpos)
+            elif lk in ("share", "allow_trace"):
+                self.bool_(iv, k, kpos)  # latency sharing and tracing are not implemented
+            else:
+                self.unknown(v, k)
+        if kind == "stream":
+            return StreamImport(account, subject, prefix, to)
+        if kind == "service":
+            return ServiceImport(account, subject, to)
+        return None
 
     # -- tls
 
@@ -1426,6 +1708,10 @@ def _validate(o: ServerOptions, users_defined: bool) -> list[str]:
                 "configuration",
                 where,
             )
+    # (accounts helper A) the system account must exist ($SYS is created when not configured)
+    if o.system_account and o.system_account != SYSTEM_ACCOUNT:
+        if not any(a.name == o.system_account for a in o.accounts):
+            raise ConfigError("error resolving system account: account missing", where)
     # (helper O) checked when the server starts, as nats-server does (``-t`` does not)
     if o.tls is not None and o.tls.ocsp_peer is not None and o.tls.ocsp_peer.verify and not o.tls.verify:
         raise ConfigError(
@@ -1502,6 +1788,14 @@ def load_options(
     kw = loader.kw
     users_defined = bool(kw.pop("_users_defined", False))
     auth = loader.auth
+    if loader.account_users:  # (accounts helper A) account users authenticate like any other
+        auth = replace(auth, users=auth.users + tuple(u for u, _ in loader.account_users))
+        users_defined = True
+    kw["accounts"] = tuple(loader.account_opts)
+    if loader.no_system_account:
+        kw["system_account"] = ""
+    if loader.system_account is not None:
+        kw["system_account"] = loader.system_account[0]
     warnings = loader.warnings
     if flags is not None:
         auth = _apply_flags(kw, auth, flags, warnings)

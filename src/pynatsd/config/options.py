@@ -90,6 +90,64 @@ class AuthOptions:
         return bool(self.user or self.token or self.users)
 
 
+# ---- accounts (added by accounts helper A) -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamExport:
+    """``exports: [{stream: subject, accounts: [...]}]``; ``accounts=None``: public."""
+
+    subject: str
+    accounts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ServiceExport:
+    """``exports: [{service: subject, response: singleton|stream|chunked, accounts: [...]}]``."""
+
+    subject: str
+    accounts: tuple[str, ...] | None = None
+    response: str = "singleton"
+
+
+@dataclass(frozen=True)
+class StreamImport:
+    """``imports: [{stream: {account, subject}, prefix|to}]``: messages published in ``account``
+    on ``subject`` reach this account's subscribers (subject prefixed, or renamed to ``to``)."""
+
+    account: str
+    subject: str
+    prefix: str = ""
+    to: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceImport:
+    """``imports: [{service: {account, subject}, to}]``: requests published in this account on
+    ``to`` (default ``subject``) reach ``account``'s responders on ``subject``."""
+
+    account: str
+    subject: str
+    to: str = ""
+
+
+@dataclass(frozen=True)
+class AccountOptions:
+    """One account of the ``accounts`` block. Its users are in ``AuthOptions.users`` (with
+    ``User.account`` naming it); limits of 0 or less mean unlimited (-1 as nats-server)."""
+
+    name: str
+    default_permissions: Permissions | None = None
+    stream_exports: tuple[StreamExport, ...] = ()
+    service_exports: tuple[ServiceExport, ...] = ()
+    stream_imports: tuple[StreamImport, ...] = ()
+    service_imports: tuple[ServiceImport, ...] = ()
+    max_connections: int = -1
+    max_subscriptions: int = -1
+    max_payload: int = -1
+    source: Source = field(default_factory=Source)
+
+
 @dataclass(frozen=True)
 class TLSOptions:
     """One ``tls {}`` block (client port, cluster, gateway, leafnode or monitoring)."""
@@ -216,6 +274,11 @@ class ServerOptions:
 
     # auth
     auth: AuthOptions = field(default_factory=AuthOptions)
+
+    # (added by accounts helper A) the accounts block, and the system account ("" with
+    # no_system_account: true)
+    accounts: tuple[AccountOptions, ...] = ()
+    system_account: str = "$SYS"
 
     # TLS for the client port
     tls: TLSOptions | None = None
