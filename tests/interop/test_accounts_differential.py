@@ -1,0 +1,178 @@
+"""Accounts, differential: the same accounts config and the same raw-socket client actions
+against the real nats-server and pynatsd; who receives what, on which subject, must be the
+same (service reply subjects ``_R_.<random>`` are compared by shape only).
+
+Covered: isolation between accounts and the global account, stream imports (prefix, ``to``,
+an export restricted to some accounts), service imports (``to``, singleton and stream
+responses), the account in INFO (``remote_account``), account users with permissions and
+no_auth_user naming an account user.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers.rawclient import RawClient
+from tests.helpers.servers import HOST, ServerProcess
+
+CONFIG = """
+accounts {
+  A {
+    users [{user: a, password: pa}, {user: a2, password: pa}]
+    exports [
+      {stream: "news.>"}
+      {stream: "priv.>", accounts: [C]}
+      {service: "svc.echo"}
+      {service: "svc.multi", response: stream}
+    ]
+  }
+  B {
+    users [{user: b, password: pb}]
+    imports [
+      {stream: {account: A, subject: "news.>"}, prefix: fromA}
+      {service: {account: A, subject: "svc.echo"}, to: echo}
+      {service: {account: A, subject: "svc.multi"}}
+    ]
+  }
+  C {
+    users [{user: c, password: pc, permissions: {subscribe: {deny: "secret"}}}]
+    imports [
+      {stream: {account: A, subject: "priv.>"}}
+      {stream: {account: A, subject: "news.x"}, to: renamed}
+    ]
+  }
+}
+authorization { users [{user: g, password: pg}] }
+no_auth_user: c
+"""
+
+_R = re.compile(rb"_R_\.[A-Za-z0-9]+(\.[A-Za-z0-9]+)*")
+
+
+def _connect(port: int, user: str | None, pw: str | None) -> RawClient:
+    c = RawClient(HOST, port)
+    c.read_info()
+    creds = f',"user":"{user}","pass":"{pw}"' if user else ""
+    c.send(f'CONNECT {{"verbose":false,"pedantic":false,"protocol":1{creds}}}\r\n'.encode())
+    out = c.ping()
+    assert out.endswith(b"PONG\r\n"), out
+    return c
+
+
+_MARKS: dict[int, int] = {}
+_FRAME = re.compile(rb"MSG [^\r]*\r\n[^\r]*\r\n|[^\r]*\r\n")
+
+
+def _sync(clients: dict[str, RawClient], got: dict[str, list[bytes]], first: RawClient | None = None) -> None:
+    """PING the publisher (``first``), then every client, and record what each received
+    since the last sync, up to its PONG (the frames of one step in a stable order: deliveries
+    to one connection through several of its subscriptions come in trie order, which the
+    protocol does not fix)."""
+    if first is not None:
+        first.ping()
+    for name, c in clients.items():
+        c.ping()
+        start = _MARKS.get(id(c), 0)
+        data = bytes(c.received[start : c.cursor])
+        _MARKS[id(c)] = c.cursor
+        data = re.sub(rb"INFO \{[^\r]*\} ?\r\n", b"", data).replace(b"PONG\r\n", b"")
+        if data:
+            frames = sorted(_R.sub(b"_R_", f) for f in _FRAME.findall(data))
+            got[name].append(b"".join(frames))
+
+
+def _reply_of(data: bytes) -> bytes:
+    m = _R.search(data)
+    assert m, data
+    return m.group(0)
+
+
+def scenario(impl: str) -> dict[str, list[bytes]]:
+    _MARKS.clear()
+    with ServerProcess(impl, CONFIG) as srv:
+        port = srv.port
+        clients = {
+            "a": _connect(port, "a", "pa"),
+            "a2": _connect(port, "a2", "pa"),
+            "b": _connect(port, "b", "pb"),
+            "c": _connect(port, None, None),  # no_auth_user: c (account C)
+            "g": _connect(port, "g", "pg"),
+        }
+        try:
+            got: dict[str, list[bytes]] = {n: [] for n in clients}
+            a, a2, b, c, g = (clients[n] for n in ("a", "a2", "b", "c", "g"))
+            a.send(b"SUB news.> 1\r\nSUB svc.echo 5\r\nSUB svc.multi 6\r\n")
+            a2.send(b"SUB > 1\r\n")
+            b.send(b"SUB fromA.> 1\r\nSUB news.> 2\r\nSUB inbox.b 9\r\n")
+            c.send(b"SUB priv.> 1\r\nSUB renamed 2\r\nSUB news.> 3\r\nSUB > 4\r\n")
+            g.send(b"SUB > 1\r\n")
+            _sync(clients, got)
+            for step in (
+                (a2, b"PUB news.x 5\r\nhello\r\n"),  # A's stream: B (prefixed), C (renamed)
+                (a2, b"PUB news.y reply.1 2\r\nhi\r\n"),  # reply subject kept; C has no news.y
+                (a2, b"PUB priv.z 4\r\npriv\r\n"),  # restricted export: C only
+                (b, b"PUB news.x 7\r\nb-local\r\n"),  # B's own news.x: B's subscriber only
+                (g, b"PUB news.x 6\r\nglobal\r\n"),  # $G: g only
+                (c, b"PUB priv.z 6\r\nc-priv\r\n"),  # C's own subject space
+            ):
+                step[0].send(step[1])
+                _sync(clients, got, step[0])
+            # service import, singleton: one answer reaches the requester, the second does not
+            mark = len(a.received)
+            b.send(b"PUB echo inbox.b 3\r\nreq\r\n")
+            a.read_until(b"req\r\n")
+            _sync(clients, got, b)
+            reply = _reply_of(bytes(a.received[mark:]))
+            a.send(b"PUB " + reply + b" 4\r\nresp\r\nPUB " + reply + b" 5\r\nresp2\r\n")
+            b.read_until(b"resp\r\n")
+            _sync(clients, got, a)
+            # service import, stream responses: every answer reaches the requester
+            mark = len(a.received)
+            b.send(b"PUB svc.multi inbox.b 2\r\nm1\r\n")
+            a.read_until(b"m1\r\n")
+            _sync(clients, got, b)
+            reply = _reply_of(bytes(a.received[mark:]))
+            a.send(b"PUB " + reply + b" 2\r\nr1\r\nPUB " + reply + b" 2\r\nr2\r\n")
+            b.read_until(b"r2\r\n")
+            _sync(clients, got, a)
+            # a request without a reply subject still reaches the service
+            b.send(b"PUB echo 7\r\nnoreply\r\n")
+            a.read_until(b"noreply\r\n")  # service imports deliver asynchronously in nats-server
+            _sync(clients, got, b)
+            # INFO after CONNECT names the account
+            infos = {}
+            for name, cl in clients.items():
+                m = re.search(rb'"remote_account":"([^"]+)"', bytes(cl.received))
+                infos[name] = m.group(1) if m else b""
+            got["infos"] = [b" ".join(infos[n] for n in sorted(infos))]
+            return got
+        finally:
+            for cl in clients.values():
+                cl.close()
+
+
+@pytest.fixture(scope="module")
+def transcripts() -> Iterator[dict[str, dict[str, list[bytes]]]]:
+    yield {impl: scenario(impl) for impl in ("nats", "pynatsd")}
+
+
+def test_same_deliveries_as_nats_server(transcripts: dict[str, dict[str, list[bytes]]]) -> None:
+    assert transcripts["pynatsd"] == transcripts["nats"]
+
+
+def test_deliveries_are_the_expected_ones(transcripts: dict[str, dict[str, list[bytes]]]) -> None:
+    got = {n: b"".join(v) for n, v in transcripts["pynatsd"].items()}
+    assert b"MSG fromA.news.x 1 5\r\nhello\r\n" in got["b"]
+    assert b"MSG fromA.news.y 1 reply.1 2\r\nhi\r\n" in got["b"]
+    assert b"MSG news.x 2 7\r\nb-local\r\n" in got["b"]
+    assert b"MSG renamed 2 5\r\nhello\r\n" in got["c"]
+    assert b"MSG priv.z 1 4\r\npriv\r\n" in got["c"] and b"priv" not in got["b"]
+    assert b"global" not in got["a"] + got["b"] + got["c"] and b"MSG news.x 1 6\r\nglobal\r\n" in got["g"]
+    assert b"MSG svc.echo 5 _R_ 3\r\nreq\r\n" in got["a"]
+    assert got["b"].count(b"MSG inbox.b 9 4\r\nresp\r\n") == 1 and b"resp2" not in got["b"]
+    assert b"MSG inbox.b 9 2\r\nr1\r\n" in got["b"] and b"MSG inbox.b 9 2\r\nr2\r\n" in got["b"]
+    assert b"MSG svc.echo 5 7\r\nnoreply\r\n" in got["a"]
+    assert got["infos"] == b"A A B C $G"
