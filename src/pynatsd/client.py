@@ -70,6 +70,7 @@ REASON_PROTOCOL_VIOLATION = "Protocol Violation"
 REASON_BAD_PROTOCOL = "Bad Client Protocol Version"
 REASON_MAX_CONNECTIONS = "Maximum Connections Exceeded"
 REASON_MAX_SUBS = "Maximum Subscriptions Exceeded"
+REASON_MAX_ACCOUNT_CONNECTIONS = "Maximum Account Connections Exceeded"
 REASON_SHUTDOWN = "Server Shutdown"
 REASON_NO_RESPONDERS_HEADERS = "No Responders Requires Headers"
 
@@ -1078,6 +1079,8 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             return
         if result is not None:
             self._apply_auth(result)
+            if self.closed:  # (accounts) the account's connection limit
+                return
         if fields.get("account") or fields.get("new_account"):
             self.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
             return
@@ -1110,7 +1113,8 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         self.auth_method = result.method
         self.user = result.username
         self.account = result.account
-        self._join_account(result.account)
+        if not self._join_account(result.account):
+            return
         self.perms = result.permissions
         if self.perms is not None and self.perms.responses is not None:
             self.replies = {}
@@ -1121,10 +1125,16 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             self._auth_timer = None
         self.update_fast_path()
 
-    def _join_account(self, name: str) -> None:
-        """Bind the connection to account ``name`` (its subscriptions move with it)."""
+    def _join_account(self, name: str) -> bool:
+        """Bind the connection to account ``name`` (its subscriptions move with it). False (and
+        the connection closed) when the account has all the connections its limit allows."""
         new = self.server.accounts.get(name) or self.server.gacc
         old = self.acc
+        mc = new.opts.max_connections
+        if mc >= 0 and self not in new.clients and len(new.clients) >= mc:
+            self.error(wire.ERR_MAX_ACCOUNT_CONNECTIONS)
+            self.close(REASON_MAX_ACCOUNT_CONNECTIONS, wire.ERR_MAX_ACCOUNT_CONNECTIONS)
+            return False
         if new is not old:
             old.clients.discard(self)
             for sub in self.subs.values():
@@ -1132,6 +1142,14 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
                 new.sublist.insert(sub.subject, sub.queue, sub)
             self.acc = new
         new.clients.add(self)
+        self.parser.max_payload = self.max_payload()
+        return True
+
+    def max_payload(self) -> int:
+        """The server's max_payload, or the account's when that is lower."""
+        mp = self.server.opts.max_payload
+        amp = self.acc.opts.max_payload if self.acc is not None else -1
+        return amp if 0 <= amp < mp else mp
 
     def tls_peer_certs(self) -> list[dict[str, str]]:
         """The /connz ``tls_peer_certs`` entries of an open TLS connection (leaf first)."""
@@ -1199,7 +1217,11 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
                 f"SID {sid.decode('utf-8', 'replace')}"
             )
             return
-        if opts.max_subscriptions > 0 and len(self.subs) >= opts.max_subscriptions:
+        max_subs = opts.max_subscriptions if opts.max_subscriptions > 0 else -1
+        acc_subs = self.acc.opts.max_subscriptions  # (accounts) per connection, as nats-server
+        if acc_subs >= 0 and (max_subs < 0 or acc_subs < max_subs):
+            max_subs = acc_subs
+        if max_subs >= 0 and len(self.subs) >= max_subs:
             self.error(wire.ERR_MAX_SUBS)
             self.send_err(wire.ERR_MAX_SUBS)
             return

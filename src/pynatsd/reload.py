@@ -234,6 +234,10 @@ class _Differ:
 
     def _auth(self) -> None:
         self.seen.add("auth")
+        # (accounts helper A) accounts, their users, imports, exports and limits reload
+        if self.changed("accounts"):
+            self.notices.append("Reloaded: accounts")
+        self.refuse("system_account", "SystemAccount")
         oa, na = self.old.auth, self.new.auth
         if oa.users != na.users or oa.default_permissions != na.default_permissions:
             self.notices.append("Reloaded: authorization users")
@@ -444,8 +448,11 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
 
         configure_logging(new)
     server.trace = new.trace or new.trace_verbose
+    # (accounts helper A) accounts added, changed and dropped; imports rewired. Clients of a
+    # dropped account had their user removed or moved: reauthorize() below closes them
+    server.accounts.configure(new)
     for c in server.clients.values():
-        c.parser.max_payload = new.max_payload
+        c.parser.max_payload = c.max_payload()
         c.parser.max_control_line = new.max_control_line
     if new.max_connections != old.max_connections:
         trim_connections(server)

@@ -117,11 +117,17 @@ def _read_git_commit() -> str:
     for up in (os.path.join(here, "..", ".."), os.path.join(here, "..")):
         gitdir = os.path.normpath(os.path.join(up, ".git"))
         try:
+            if os.path.isfile(gitdir):  # a git worktree: ".git" names its git directory
+                with open(gitdir, encoding="utf-8") as f:
+                    gitdir = os.path.normpath(os.path.join(up, f.read().strip().removeprefix("gitdir: ")))
             with open(os.path.join(gitdir, "HEAD"), encoding="ascii") as f:
                 head = f.read().strip()
             if not head.startswith("ref: "):
                 return head[:7]
             ref = head[5:]
+            if os.path.isfile(os.path.join(gitdir, "commondir")):  # branch refs live in the main repository
+                with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as f:
+                    gitdir = os.path.normpath(os.path.join(gitdir, f.read().strip()))
             ref_path = os.path.join(gitdir, ref)
             if os.path.exists(ref_path):
                 with open(ref_path, encoding="ascii") as f:

@@ -35,12 +35,15 @@ def test_interest_trie_reports_real_changes_only() -> None:
     class Manager:
         def __init__(self) -> None:
             self.events: list[tuple[str, bytes, bytes]] = []
+            self.accounts: list[bytes] = []
 
-        def local_interest_added(self, subject: bytes, queue: bytes) -> None:
+        def local_interest_added(self, subject: bytes, queue: bytes, account: bytes) -> None:
             self.events.append(("+", subject, queue))
+            self.accounts.append(account)
 
-        def local_interest_removed(self, subject: bytes, queue: bytes) -> None:
+        def local_interest_removed(self, subject: bytes, queue: bytes, account: bytes) -> None:
             self.events.append(("-", subject, queue))
+            self.accounts.append(account)
 
     m = Manager()
     t = InterestTrie(m)  # type: ignore[arg-type]
@@ -52,3 +55,7 @@ def test_interest_trie_reports_real_changes_only() -> None:
     assert not t.remove(b"foo", b"", a)
     assert m.events == [("+", b"foo", b""), ("+", b"foo", b"q"), ("-", b"foo", b"")]
     assert t.match(b"foo").queues == [[b]]
+    assert m.accounts == [b"$G"] * 3
+    # (accounts) another account's trie reports its account name
+    InterestTrie(m, b"A").insert(b"bar", b"", a)  # type: ignore[arg-type]
+    assert m.accounts[-1] == b"A" and m.events[-1] == ("+", b"bar", b"")

@@ -1149,6 +1149,8 @@ class _Loader:
             else:
                 self.unknown(v, k)
         if kind == "stream":
+            if prefix and to:
+                self.err("Stream import can not have a 'prefix' and a 'to' property", pos)
             return StreamImport(account, subject, prefix, to)
         if kind == "service":
             return ServiceImport(account, subject, to)

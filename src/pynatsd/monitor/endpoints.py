@@ -321,12 +321,15 @@ def varz(
             "slow_consumers": stats.slow_consumers,
             "stale_connections": getattr(stats, "stale_connections", 0),
             "stalled_clients": getattr(stats, "stalled_clients", 0),
-            "subscriptions": server.sublist.count(),
+            "subscriptions": sum(t.count() for t in _tries(server)),
             "http_req_stats": dict(http_req_stats or {}),
             "config_load_time": _aware(server.config_load_time),
             "config_digest": getattr(opts, "config_digest", ""),
         }
     )
+    sys_acc = _system_account(server)
+    if sys_acc:
+        v["system_account"] = sys_acc
     cache = _ocsp_peer_cache(server)
     if cache is not None:
         v["ocsp_peer_cache"] = cache
@@ -653,6 +656,51 @@ def _matches_literal(literal: str, pattern: str) -> bool:
     return len(lt) == len(pt)
 
 
+def _tries(server: Any) -> list[Any]:
+    """Every account's subscription trie (accounts helper A)."""
+    accounts = getattr(server, "accounts", None)
+    regs = getattr(accounts, "accounts", None)
+    if isinstance(regs, dict):
+        return [a.sublist for a in regs.values()]
+    return [server.sublist]
+
+
+def _account(server: Any, name: str) -> Any:
+    get = getattr(getattr(server, "accounts", None), "get", None)
+    a = get(name) if callable(get) else None
+    return a if hasattr(a, "sublist") and hasattr(a, "opts") else None
+
+
+def _system_account(server: Any) -> str:
+    sys_acc = getattr(getattr(server, "accounts", None), "system", None)
+    return str(sys_acc.name) if sys_acc is not None else ""
+
+
+class _MergedStats:
+    """Statistics over several tries, as nats-server's server-wide /subsz figures."""
+
+    def __init__(self, tries: list[Any]) -> None:
+        self._tries = tries
+
+    def stats(self) -> Any:
+        from pynatsd.subjects import TrieStats
+
+        parts = [t.stats() for t in self._tries]
+        matches = sum(p.num_matches for p in parts)
+        hits = sum(p.cache_hit_rate * p.num_matches for p in parts)
+        cache = sum(p.num_cache for p in parts)
+        return TrieStats(
+            num_subscriptions=sum(p.num_subscriptions for p in parts),
+            num_cache=cache,
+            num_inserts=sum(p.num_inserts for p in parts),
+            num_removes=sum(p.num_removes for p in parts),
+            num_matches=matches,
+            cache_hit_rate=hits / matches if matches else 0.0,
+            max_fanout=max((p.max_fanout for p in parts), default=0),
+            avg_fanout=sum(p.avg_fanout * p.num_cache for p in parts) / cache if cache else 0.0,
+        )
+
+
 def sublist_stats(sublist: Any) -> dict[str, Any]:
     """The eight SublistStats fields, in nats-server's order and JSON types."""
     st = sublist.stats()  # pynatsd.subjects.TrieStats, named as nats-server's keys
@@ -681,8 +729,10 @@ def subsz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = No
     out: dict[str, Any] = {"server_id": server.server_id, "now": now or utcnow()}
     if acc and acc not in account_names(server):
         out.update(_empty_sublist_stats())
+    elif acc and _account(server, acc) is not None:
+        out.update(sublist_stats(_account(server, acc).sublist))
     else:
-        out.update(sublist_stats(server.sublist))
+        out.update(sublist_stats(_MergedStats(_tries(server))))
     out.update({"total": 0, "offset": offset, "limit": limit})
     if subs:
         details: list[dict[str, Any]] = []
@@ -748,15 +798,57 @@ def leafz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = No
 
 
 def account_names(server: Any) -> list[str]:
+    """The system account first when it is the default $SYS (as nats-server lists them), then
+    $G, then the configured accounts."""
     names = [GLOBAL_ACCOUNT]
+    sys_acc = _system_account(server)
+    if sys_acc == "$SYS":
+        names.insert(0, sys_acc)
     for name in getattr(server, "accounts", None) or ():
         if name not in names:
             names.append(name)
     return names
 
 
+_RESPONSE_TYPES = {"singleton": "Singleton", "stream": "Streamed", "chunked": "Chunked"}
+
+
+def _exports_imports(a: Any) -> dict[str, Any]:
+    """An account's configured exports and imports, in /accountz?acc= shape."""
+    out: dict[str, Any] = {}
+    o = a.opts
+    exports: list[dict[str, Any]] = []
+    for e in o.service_exports:
+        d: dict[str, Any] = {"subject": e.subject, "type": "service", "response_type": _RESPONSE_TYPES[e.response]}
+        if e.accounts is not None:
+            d["approved_accounts"] = list(e.accounts)
+        exports.append(d)
+    for se in o.stream_exports:
+        d = {"subject": se.subject, "type": "stream"}
+        if se.accounts is not None:
+            d["approved_accounts"] = list(se.accounts)
+        exports.append(d)
+    if exports:
+        out["exports"] = exports
+    imports: list[dict[str, Any]] = []
+    for si in o.stream_imports:
+        local = f"{si.prefix}.{si.subject}" if si.prefix else (si.to or si.subject)
+        imports.append({"subject": si.subject, "account": si.account, "local_subject": local, "type": "stream",
+                        "invalid": False, "share": False, "tracking": False})
+    for vi in o.service_imports:
+        to = vi.to or vi.subject
+        imports.append({"subject": vi.subject, "account": vi.account, "to": to, "local_subject": to,
+                        "type": "service", "invalid": False, "share": False, "tracking": False})
+    if imports:
+        out["imports"] = imports
+    return out
+
+
 def accountz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"server_id": server.server_id, "now": now or utcnow()}
+    sys_acc = _system_account(server)
+    if sys_acc:
+        out["system_account"] = sys_acc
     acc = query.get("acc", "")
     if not acc:
         out["accounts"] = account_names(server)
@@ -767,15 +859,25 @@ def accountz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None =
     detail: dict[str, Any] = {
         "account_name": acc,
         "update_time": _aware(server.start_time),
+    }
+    if acc == sys_acc:
+        detail["is_system"] = True
+    detail |= {
         "expired": False,
         "complete": True,
         "jetstream_enabled": False,
         "leafnode_connections": 0,
         "client_connections": len(clients),
         "subscriptions": sum(len(_subs_of(c)) for c in clients),
-        "name_tag": acc,
     }
-    if acc == GLOBAL_ACCOUNT and len(account_names(server)) == 1:
+    a = _account(server, acc)
+    if a is not None:
+        detail["subscriptions"] = a.sublist.count()
+        detail |= _exports_imports(a)
+    detail["name_tag"] = acc
+    if a is not None:
+        detail["sublist_stats"] = sublist_stats(a.sublist)
+    elif acc == GLOBAL_ACCOUNT and len(account_names(server)) == 1:
         # one account, one sublist: its statistics are the server's
         detail["sublist_stats"] = sublist_stats(server.sublist)
     out["account_detail"] = detail
