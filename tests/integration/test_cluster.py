@@ -703,3 +703,78 @@ async def test_advertised_route_url_is_what_others_dial(cluster: Cluster) -> Non
         await cluster.close()
         cluster.servers.clear()
         await fwd.close()
+
+
+# ---- accounts (accounts helper A) ------------------------------------------------------------------
+
+ACCOUNTS = """
+accounts {
+  A { users [{user: a, password: p}], exports [{stream: "news.>"}, {service: "svc", response: stream}] }
+  B { users [{user: b, password: p}]
+      imports [{stream: {account: A, subject: "news.>"}, prefix: fromA}, {service: {account: A, subject: svc}, to: ask}] }
+}
+authorization { users [{user: g, password: p}] }
+"""
+
+
+async def test_accounts_are_carried_on_routes(cluster: Cluster, tmp_path: Any) -> None:
+    """RS+/RMSG carry the account: messages stay in their account across the cluster, and
+    stream and service imports work with the exporter's clients on the other server."""
+    from pynatsd.config.load import load_options
+
+    conf1 = tmp_path / "one.conf"
+    conf1.write_text(f"server_name: one\ncluster {{ name: C1, listen: {HOST}:-1 }}\n" + ACCOUNTS)
+    s1 = await cluster.start(dataclasses.replace(load_options(str(conf1)), host=HOST, port=-1))
+    assert s1.routes is not None
+    conf2 = tmp_path / "two.conf"
+    conf2.write_text(
+        f"server_name: two\ncluster {{ name: C1, listen: {HOST}:-1, routes: [{route_url(s1)}] }}\n" + ACCOUNTS
+    )
+    s2 = await cluster.start(dataclasses.replace(load_options(str(conf2)), host=HOST, port=-1))
+    await wait_until(lambda: nroutes(s1) == 1 and nroutes(s2) == 1, what="the route")
+
+    async def user(s: Server, name: str) -> NATS:
+        return await cluster.client(s, user=name, password="p")
+
+    a1, b1, g1 = await user(s1, "a"), await user(s1, "b"), await user(s1, "g")
+    a2, b2, g2 = await user(s2, "a"), await user(s2, "b"), await user(s2, "g")
+    inbox = Inbox()
+    await a1.subscribe("t.1", cb=inbox.cb("a"))
+    await b1.subscribe("t.1", cb=inbox.cb("b"))
+    await g1.subscribe("t.1", cb=inbox.cb("g"))
+    await b1.subscribe("fromA.>", cb=inbox.cb("import"))
+
+    async def svc(m: Msg) -> None:
+        await m.respond(b"1:" + m.data)
+        await m.respond(b"2:" + m.data)  # stream responses: both reach the requester
+
+    await a1.subscribe("svc", cb=svc)
+    for owner, other in ((a1, a2), (b1, b2), (g1, g2)):
+        await barrier(owner, [other])
+    # the route carries each account's interest under its name
+    assert s2.routes is not None
+    r = next(iter(s2.routes.routes.values()))
+    assert {(rs.account, rs.subject) for rs in r.subs.values()} >= {
+        (b"A", b"t.1"), (b"B", b"t.1"), (b"$G", b"t.1"), (b"A", b"svc"), (b"A", b"news.>"),
+    }
+    await a2.publish("t.1", b"from-a")
+    await b2.publish("t.1", b"from-b")
+    await g2.publish("t.1", b"from-g")
+    await a2.publish("news.x", b"headline")
+    replies: list[bytes] = []
+    got2 = asyncio.Event()
+
+    async def on_reply(m: Msg) -> None:
+        replies.append(m.data)
+        if len(replies) == 2:
+            got2.set()
+
+    inbox_sub = await b2.subscribe("my.inbox", cb=on_reply)
+    await b2.publish("ask", b"q", reply="my.inbox")
+    await asyncio.wait_for(got2.wait(), 5)
+    await inbox_sub.unsubscribe()
+    for owner, other in ((a1, a2), (b1, b2), (g1, g2)):
+        await barrier(owner, [other])
+    assert inbox.data("a") == [b"from-a"] and inbox.data("b") == [b"from-b"] and inbox.data("g") == [b"from-g"]
+    assert [(m.subject, m.data) for m in inbox.msgs["import"]] == [("fromA.news.x", b"headline")]
+    assert sorted(replies) == [b"1:q", b"2:q"]

@@ -176,3 +176,94 @@ def test_deliveries_are_the_expected_ones(transcripts: dict[str, dict[str, list[
     assert b"MSG inbox.b 9 2\r\nr1\r\n" in got["b"] and b"MSG inbox.b 9 2\r\nr2\r\n" in got["b"]
     assert b"MSG svc.echo 5 7\r\nnoreply\r\n" in got["a"]
     assert got["infos"] == b"A A B C $G"
+
+
+# ---- account limits ------------------------------------------------------------------------------
+
+LIMITS = """
+accounts {
+  A {
+    users [{user: a, password: pa}, {user: a2, password: pa}]
+    limits { max_connections: 2, max_subscriptions: 2, max_payload: 10 }
+  }
+}
+"""
+
+
+def _try_ping(c: RawClient) -> bytes:
+    try:
+        return c.ping()
+    except EOFError:
+        return c.expect_eof() + b"<EOF>"
+
+
+def limits_scenario(impl: str) -> list[bytes]:
+    out: list[bytes] = []
+    with ServerProcess(impl, LIMITS) as srv:
+        a = _connect(srv.port, "a", "pa")
+        a.send(b"SUB x 1\r\nSUB y 2\r\nSUB z 3\r\n")  # the third is over the per-connection limit
+        out.append(_try_ping(a))
+        a2 = _connect(srv.port, "a2", "pa")
+        a2.send(b"SUB x 1\r\nSUB y 2\r\n")  # a limit per connection, not per account
+        out.append(_try_ping(a2))
+        a3 = RawClient(HOST, srv.port)
+        a3.read_info()
+        a3.send(b'CONNECT {"verbose":false,"user":"a","pass":"pa"}\r\n')
+        out.append(_try_ping(a3))  # a third connection in A
+        a.send(b"PUB x 11\r\n01234567890\r\n")  # over the account's max_payload
+        out.append(_try_ping(a))
+        for c in (a, a2, a3):
+            c.close()
+    return [re.sub(rb"INFO \{[^\r]*\} ?\r\n", b"", x) for x in out]
+
+
+def test_account_limits_as_nats_server() -> None:
+    ours = limits_scenario("pynatsd")
+    assert ours == limits_scenario("nats")
+    assert ours == [
+        b"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n",
+        b"PONG\r\n",
+        b"-ERR 'maximum account active connections exceeded'\r\n<EOF>",
+        b"-ERR 'Maximum Payload Violation'\r\n<EOF>",
+    ]
+
+
+# ---- reload --------------------------------------------------------------------------------------
+
+RELOAD_1 = "accounts { A { users [{user: a, password: p}, {user: a2, password: p}] }, B { users [{user: b, password: p}] } }"
+RELOAD_2 = (
+    "accounts { A { users [{user: a2, password: p}] }, B { users [{user: b, password: p}, {user: a, password: p}] },"
+    " C { users [{user: c, password: p}] } }"
+)
+
+
+def reload_scenario(impl: str) -> list[bytes]:
+    out: list[bytes] = []
+    with ServerProcess(impl, RELOAD_1) as srv:
+        a = _connect(srv.port, "a", "p")
+        a2 = _connect(srv.port, "a2", "p")
+        b = _connect(srv.port, "b", "p")
+        a2.send(b"SUB x 1\r\n")
+        a2.ping()
+        b.send(b"SUB x 1\r\n")
+        b.ping()
+        srv.reload(RELOAD_2)  # a moves from A to B; account C is added
+        out.append(a.expect_eof(timeout=5))  # closed, without an -ERR
+        out += [a2.ping(), b.ping()]
+        c = _connect(srv.port, "c", "p")
+        a_new = _connect(srv.port, "a", "p")
+        a_new.send(b"PUB x 2\r\nhi\r\n")
+        a_new.ping()
+        out += [b.ping(), a2.ping()]
+        for cl in (c, a_new):
+            m = re.search(rb'"remote_account":"([^"]*)"', bytes(cl.received))
+            out.append(m.group(1) if m else b"")
+        for cl in (a, a2, b, c, a_new):
+            cl.close()
+    return [re.sub(rb"INFO \{[^\r]*\} ?\r\n", b"", x) for x in out]
+
+
+def test_reload_moves_users_and_adds_accounts_as_nats_server() -> None:
+    ours = reload_scenario("pynatsd")
+    assert ours == reload_scenario("nats")
+    assert ours == [b"", b"PONG\r\n", b"PONG\r\n", b"MSG x 1 2\r\nhi\r\nPONG\r\n", b"PONG\r\n", b"C", b"B"]

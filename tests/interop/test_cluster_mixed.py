@@ -500,3 +500,65 @@ async def test_nats_server_dials_our_advertised_route_url(mixed: Mixed) -> None:
         mixed.procs.clear()
         mixed.clients.clear()
         await fwd.close()
+
+
+# ---- accounts across a mixed cluster (accounts helper A) -----------------------------------------
+
+ACCOUNTS = """
+accounts {
+  A { users [{user: a, password: p}], exports [{stream: "news.>"}, {service: "svc"}] }
+  B { users [{user: b, password: p}]
+      imports [{stream: {account: A, subject: "news.>"}, prefix: fromA}, {service: {account: A, subject: svc}, to: ask}] }
+}
+authorization { users [{user: g, password: p}] }
+"""
+
+
+async def test_accounts_across_mixed_cluster(mixed: Mixed, tmp_path: Any) -> None:
+    """Every account is carried on the route, both ways: messages stay in their account, a
+    stream import and a service import work with the exporter's clients on the other server."""
+    from pynatsd.config.load import load_options
+
+    real = await mixed.nats(nats_conf("A", []) + ACCOUNTS)
+    conf = tmp_path / "p.conf"
+    conf.write_text(f"server_name: P\nlisten: {HOST}:-1\n" + nats_conf("P", [nats_route(real)]).split("\n", 1)[1] + ACCOUNTS)
+    s = Server(load_options(str(conf)))
+    await s.start()
+    mixed.servers.append(s)
+    await wait_until(lambda: nroutes(s) == 1, timeout=15, what="the route")
+    ports = {"nats": real.port, "pynatsd": s.port}
+
+    async def user(where: str, name: str) -> NATS:
+        nc = await nats.connect(f"nats://{name}:p@{HOST}:{ports[where]}", allow_reconnect=False)
+        mixed.clients.append(nc)
+        return nc
+
+    for x, y in (("nats", "pynatsd"), ("pynatsd", "nats")):
+        ax, bx, gx = await user(x, "a"), await user(x, "b"), await user(x, "g")
+        ay, by, gy = await user(y, "a"), await user(y, "b"), await user(y, "g")
+        inbox = Inbox()
+        await ax.subscribe("t.1", cb=inbox.cb("a"))
+        await bx.subscribe("t.1", cb=inbox.cb("b"))
+        await gx.subscribe("t.1", cb=inbox.cb("g"))
+        await bx.subscribe("fromA.news.>", cb=inbox.cb("import"))
+        await bx.subscribe("news.>", cb=inbox.cb("b.news"))
+
+        async def svc(m: Any) -> None:
+            await m.respond(b"pong:" + m.data)
+
+        await ax.subscribe("svc", cb=svc)
+        for owner, other in ((ax, ay), (bx, by), (gx, gy)):
+            await barrier(owner, [other], timeout=15)  # interest in every account has arrived
+        await ay.publish("t.1", b"from-a")
+        await by.publish("t.1", b"from-b")
+        await gy.publish("t.1", b"from-g")
+        await ay.publish("news.1", b"headline")
+        reply = await by.request("ask", b"ping", timeout=5)
+        assert reply.data == b"pong:ping", (x, y)
+        for owner, other in ((ax, ay), (bx, by), (gx, gy)):
+            await barrier(owner, [other], timeout=15)  # everything published before has arrived
+        assert inbox.data("a") == [b"from-a"], (x, y)
+        assert inbox.data("b") == [b"from-b"], (x, y)
+        assert inbox.data("g") == [b"from-g"], (x, y)
+        assert [(m.subject, m.data) for m in inbox.msgs["import"]] == [("fromA.news.1", b"headline")], (x, y)
+        assert inbox.data("b.news") == [], (x, y)
