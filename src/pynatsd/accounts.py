@@ -149,7 +149,9 @@ class StreamImportSub(_InternalSub):
 
     __slots__ = ("target", "prefix_b", "to_b")
 
-    def __init__(self, registry: AccountRegistry, subject: bytes, target: Account, prefix: str, to: str) -> None:
+    def __init__(
+        self, registry: AccountRegistry, subject: bytes, target: Account, prefix: str, to: str
+    ) -> None:
         super().__init__(registry, subject)
         self.target = target
         self.prefix_b = prefix.encode()
@@ -161,8 +163,8 @@ class StreamImportSub(_InternalSub):
     ) -> bool:
         if self.prefix_b:
             new = self.prefix_b + b"." + subject
-        elif self.to_b and not subject_has_wildcard(self.to_b):
-            new = self.to_b
+        elif self.to_b:
+            new = map_subject(subject, self.subject, self.to_b)
         else:
             new = subject
         return self.registry.publish(src, self.target, new, reply, size_digits, data, hdr_digits, hdr_len,
@@ -187,7 +189,7 @@ class ServiceImportSub(_InternalSub):
         self, src: Any, subject: bytes, reply: bytes, size_digits: bytes, data: bytes, hdr_digits: bytes | None,
         hdr_len: int, depth: int,
     ) -> bool:
-        new = subject if subject_has_wildcard(self.to_subject) or self.subject == self.to_subject else self.to_subject
+        new = map_subject(subject, self.subject, self.to_subject)
         new_reply = b""
         if reply:
             new_reply = self.registry.add_response(self.exporter, self.importer, reply, self.response)
@@ -346,6 +348,35 @@ class AccountRegistry:
         if depth > MAX_IMPORT_DEPTH:
             return False
         return self._publish(src, acc, subject, reply, size_digits, data, hdr_digits, hdr_len, depth, local_only)
+
+
+def map_subject(subject: bytes, src: bytes, dst: bytes) -> bytes:
+    """``subject`` (matched by pattern ``src``) as pattern ``dst`` names it: ``dst``'s
+    wildcards take, in order, the tokens ``src``'s wildcards matched (``>`` the rest)."""
+    if src == dst:
+        return subject
+    if not subject_has_wildcard(dst):
+        return dst
+    toks = subject.split(b".")
+    caught: list[bytes] = []
+    rest = b""
+    for i, p in enumerate(src.split(b".")):
+        if p == b">":
+            rest = b".".join(toks[i:])
+            break
+        if p == b"*" and i < len(toks):
+            caught.append(toks[i])
+    out: list[bytes] = []
+    k = 0
+    for p in dst.split(b"."):
+        if p == b"*":
+            out.append(caught[k] if k < len(caught) else p)
+            k += 1
+        elif p == b">":
+            out.append(rest or p)
+        else:
+            out.append(p)
+    return b".".join(out)
 
 
 def _covers(pattern: str, subject: str) -> bool:

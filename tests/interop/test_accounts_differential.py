@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -267,3 +268,85 @@ def test_reload_moves_users_and_adds_accounts_as_nats_server() -> None:
     ours = reload_scenario("pynatsd")
     assert ours == reload_scenario("nats")
     assert ours == [b"", b"PONG\r\n", b"PONG\r\n", b"MSG x 1 2\r\nhi\r\nPONG\r\n", b"PONG\r\n", b"C", b"B"]
+
+
+# ---- monitoring ----------------------------------------------------------------------------------
+
+
+def monitor_docs(impl: str) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    from tests.helpers.servers import free_port
+
+    http = free_port()
+    out: dict[str, Any] = {}
+    with ServerProcess(impl, CONFIG + f"\nhttp: {HOST}:{http}\n") as srv:
+        a = _connect(srv.port, "a", "pa")
+        a.send(b"SUB foo 1\r\nSUB bar 2\r\n")
+        a.ping()
+        for path in ("accountz", "accountz?acc=A", "accountz?acc=B", "subsz?acc=A", "connz?auth=1", "varz"):
+            with urllib.request.urlopen(f"http://{HOST}:{http}/{path}", timeout=5) as resp:
+                out[path] = json.load(resp)
+        a.close()
+    return out
+
+
+def _user_imports(detail: dict[str, Any]) -> list[dict[str, Any]]:
+    # nats-server adds its own imports from $SYS to every account; pynatsd has no system services
+    return sorted((i for i in detail.get("imports", []) if i["account"] != "$SYS"), key=lambda i: i["subject"])
+
+
+def test_monitoring_shapes_as_nats_server() -> None:
+    ours, theirs = monitor_docs("pynatsd"), monitor_docs("nats")
+    assert list(ours["accountz"]) == list(theirs["accountz"])
+    assert sorted(ours["accountz"]["accounts"]) == sorted(theirs["accountz"]["accounts"])
+    assert ours["accountz"]["system_account"] == theirs["accountz"]["system_account"] == "$SYS"
+    for acc in ("A", "B"):
+        mine, real = ours[f"accountz?acc={acc}"]["account_detail"], theirs[f"accountz?acc={acc}"]["account_detail"]
+        assert list(mine) == list(real), acc
+        assert mine["client_connections"] == real["client_connections"]
+        assert sorted(mine.get("exports", []), key=lambda e: e["subject"]) == sorted(
+            real.get("exports", []), key=lambda e: e["subject"]
+        )
+        assert _user_imports(mine) == _user_imports(real)
+    assert list(ours["subsz?acc=A"]) == list(theirs["subsz?acc=A"])
+    # A's trie: a's two subscriptions and the internal ones of the stream imports (nats-server
+    # has one more internal subscription of its own)
+    assert ours["subsz?acc=A"]["num_subscriptions"] == 5 and theirs["subsz?acc=A"]["num_subscriptions"] >= 5
+    assert [c["account"] for c in ours["connz?auth=1"]["connections"]] == ["A"]
+    assert [c["account"] for c in theirs["connz?auth=1"]["connections"]] == ["A"]
+    assert ours["varz"]["system_account"] == theirs["varz"]["system_account"]
+
+
+MAPPED = """
+accounts {
+  A { users [{user: a, password: p}], exports [{stream: "n.>"}, {service: "s.*.*"}] }
+  B { users [{user: b, password: p}]
+      imports [{stream: {account: A, subject: "n.*.*"}, to: "w.*.*"}, {service: {account: A, subject: "s.*.*"}, to: "ask.*.*"}] }
+}
+"""
+
+
+def mapped_scenario(impl: str) -> list[bytes]:
+    with ServerProcess(impl, MAPPED) as srv:
+        a, b = _connect(srv.port, "a", "p"), _connect(srv.port, "b", "p")
+        b.send(b"SUB > 1\r\n")
+        b.ping()
+        a.send(b"SUB s.> 1\r\n")
+        a.ping()
+        a.send(b"PUB n.1.2 2\r\nhi\r\n")
+        a.ping()
+        out = [b.ping()]
+        b.send(b"PUB ask.3.4 2\r\nrq\r\n")
+        b.ping()
+        out.append(a.read_until(b"rq\r\n"))
+        a.close()
+        b.close()
+        return out
+
+
+def test_wildcard_imports_map_tokens_as_nats_server() -> None:
+    ours = mapped_scenario("pynatsd")
+    assert ours == mapped_scenario("nats")
+    assert ours == [b"MSG w.1.2 1 2\r\nhi\r\nPONG\r\n", b"MSG s.3.4 1 2\r\nrq\r\n"]
