@@ -124,6 +124,8 @@ def test_same_verdict_and_text_as_nats_server(snippet: str, tmp_path: Path) -> N
 EITHER = [
     {"Can not have a single user/pass and accounts", "Can not have a single user/pass and a users array"},
     {"Can not have a token and accounts", "Can not have a token and a users array"},
+    {'Detected stream "bar" but already saw a service', 'Detected service "foo" but already saw a stream'},
+    {'Detected service "bar" but already saw a stream', 'Detected stream "foo" but already saw a service'},
 ]
 
 
