@@ -942,3 +942,24 @@ def test_key_password_file_is_a_pynatsd_extension(pki: GuidePKI, odd_files: dict
     assert got["pynatsd"][0] == 0
     with ServerProcess("pynatsd", conf) as srv:
         assert exchange(srv, pki.ca, None) == (True, b"PONG\r\n", "until")
+
+
+def test_cipher_suites_order_is_pynatsds_preference(pki: GuidePKI, pairs: Callable[..., Pair]) -> None:
+    """README: 'The order of cipher_suites is the server's preference (Go uses its own order)'.
+    A TLS 1.2 client offering all three listed suites gets the first listed from pynatsd and Go's
+    pick (AES-128-GCM) from nats-server; a client preferring ChaCha20 gets it from both."""
+    conf = tls_conf(pki.server, cipher_suites=["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                                               "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+                                               "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"])
+
+    def suite(s: ServerProcess, ciphers: bytes) -> str:
+        conn, sock, _ = pyopenssl_nats(s.port, pki.ca, ciphers=ciphers, max_version=SSL.TLS1_2_VERSION)
+        with sock:
+            return conn.get_cipher_name() or ""
+
+    pair = pairs(conf)
+    offer = b"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"
+    assert each(lambda impl: suite(pair[impl], offer)) == {
+        "nats": "ECDHE-RSA-AES128-GCM-SHA256", "pynatsd": "ECDHE-RSA-AES256-GCM-SHA384"}
+    chacha_first = b"ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256"
+    assert same(pair, lambda s: suite(s, chacha_first)) == "ECDHE-RSA-CHACHA20-POLY1305"
