@@ -963,3 +963,21 @@ def test_cipher_suites_order_is_pynatsds_preference(pki: GuidePKI, pairs: Callab
         "nats": "ECDHE-RSA-AES128-GCM-SHA256", "pynatsd": "ECDHE-RSA-AES256-GCM-SHA384"}
     chacha_first = b"ECDHE-RSA-CHACHA20-POLY1305:ECDHE-RSA-AES128-GCM-SHA256"
     assert same(pair, lambda s: suite(s, chacha_first)) == "ECDHE-RSA-CHACHA20-POLY1305"
+
+
+@pytest.mark.parametrize("curves", [["CurveP384", "X25519"], ["X25519", "X25519MLKEM768"]], ids=["p384-x25519", "x25519-mlkem"])
+def test_curve_preferences_pick_the_same_group(pki: GuidePKI, pairs: Callable[..., Pair], curves: list[str]) -> None:
+    """Which group is negotiated for clients offering groups in different orders: the post-quantum
+    hybrid wins whenever both sides have it, otherwise the client's order, as Go does."""
+    pair = pairs(tls_conf(pki.server, curve_preferences=curves))
+
+    def group(s: ServerProcess, offer: bytes) -> str:
+        try:
+            conn, sock, _ = pyopenssl_nats(s.port, pki.ca, groups=offer)
+        except SSL.Error:
+            return "refused"
+        with sock:
+            return conn.get_group_name() or ""
+
+    for offer in (b"X25519:P-384", b"P-384:X25519", b"P-256:X25519MLKEM768", b"X25519:X25519MLKEM768"):
+        same(pair, lambda s, o=offer: group(s, o))  # type: ignore[misc]
