@@ -39,6 +39,7 @@ from typing import Any
 import nats
 import pytest
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib
 from tests.helpers.certs import make_cert_set
 from tests.helpers.ocsp_responder import OCSPResponder, make_ocsp_pki
 from tests.helpers.servers import ServerProcess, free_port, impl_command
@@ -981,3 +982,31 @@ def test_curve_preferences_pick_the_same_group(pki: GuidePKI, pairs: Callable[..
 
     for offer in (b"X25519:P-384", b"P-384:X25519", b"P-256:X25519MLKEM768", b"X25519:X25519MLKEM768"):
         same(pair, lambda s, o=offer: group(s, o))  # type: ignore[misc]
+
+
+def test_tls13_suites_in_cipher_suites_restrict_pynatsd_only(pki: GuidePKI, pairs: Callable[..., Pair]) -> None:
+    """README: 'Listing TLS 1.3 suites restricts TLS 1.3 (Go ignores them)'."""
+    pair = pairs(tls_conf(pki.server, cipher_suites=["TLS_AES_256_GCM_SHA384", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]))
+
+    def tls13_with(s: ServerProcess, suite: bytes) -> str:
+        sock = socket.create_connection((HOST, s.port), timeout=5)
+        with sock:
+            assert _info_line(sock, 3) is not None
+            sock.settimeout(None)  # OpenSSL drives a blocking socket; the server's timeout bounds it
+            ctx = SSL.Context(SSL.TLS_METHOD)
+            ctx.load_verify_locations(pki.ca)
+            ctx.set_verify(SSL.VERIFY_PEER)
+            ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+            assert _lib.SSL_CTX_set_ciphersuites(ctx._context, suite) == 1
+            conn = SSL.Connection(ctx, sock)
+            conn.set_tlsext_host_name(b"localhost")
+            conn.set_connect_state()
+            try:
+                conn.do_handshake()
+            except SSL.Error:
+                return "refused"
+            return conn.get_cipher_name() or ""
+
+    assert same(pair, lambda s: tls13_with(s, b"TLS_AES_256_GCM_SHA384")) == "TLS_AES_256_GCM_SHA384"
+    assert each(lambda impl: tls13_with(pair[impl], b"TLS_AES_128_GCM_SHA256")) == {
+        "nats": "TLS_AES_128_GCM_SHA256", "pynatsd": "refused"}
