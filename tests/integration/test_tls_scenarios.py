@@ -471,10 +471,11 @@ def test_a_client_stalling_mid_handshake_is_closed_after_the_timeout(
                 assert _info_line(sock, 2) is not None  # the fallback INFO, after 300 ms
             sock.sendall(hello)
             t0 = time.monotonic()
-            data, end = _read(sock, None, 3)
+            data, end = _read(sock, None, 4)
             took = time.monotonic() - t0
-        # a whole ClientHello gets the server's first flight; then nothing until the close
-        return data.startswith(b"\x16\x03\x03") if cut is None else data == b"", b"", end, 0.6 <= took < 1.5
+        # a whole ClientHello gets the server's first flight; then nothing until the close, which
+        # comes after the 0.75 s timeout (with slack for a loaded machine)
+        return data.startswith(b"\x16\x03\x03") if cut is None else data == b"", b"", end, 0.6 <= took < 3
 
     assert same(pairs(monitor_conf(pki)), probe) == (True, b"", "EOF", True)
 
