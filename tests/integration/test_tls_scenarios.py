@@ -663,7 +663,8 @@ def test_reload_rotates_the_certificate_and_keeps_it_when_the_new_one_is_bad(pki
             install(d, pki.server.cert_file, pki.server.key_file)
             return ServerProcess(impl, conf(d)).start()
 
-        servers = each(start)
+        for impl in IMPLS:
+            servers[impl] = start(impl)
         pair: Pair = servers
         assert same(pair, lambda s: served_subject(s.port, pki.ca)) == "commonName=localhost"
 
@@ -1011,3 +1012,40 @@ def test_tls13_suites_in_cipher_suites_restrict_pynatsd_only(pki: GuidePKI, pair
     assert same(pair, lambda s: tls13_with(s, b"TLS_AES_256_GCM_SHA384")) == "TLS_AES_256_GCM_SHA384"
     assert each(lambda impl: tls13_with(pair[impl], b"TLS_AES_128_GCM_SHA256")) == {
         "nats": "TLS_AES_128_GCM_SHA256", "pynatsd": "refused"}
+
+
+def test_reload_applies_to_certificate_mapped_users(pki: GuidePKI, tmp_path: Path) -> None:
+    """A live verify_and_map client keeps its certificate's identity across reloads: changed
+    permissions apply to it at once, and it is dropped when its user is removed."""
+    base = tls_conf(pki.server, ca_file=pki.ca, verify_and_map=True)
+
+    def users(carol_perms: str | None) -> str:
+        carol = f'{{user: "carol@example.com", permissions: {carol_perms}}}, ' if carol_perms else ""
+        return base + f'authorization {{ users = [ {carol}{{user: "x"}} ] }}\n'
+
+    servers: dict[str, ServerProcess] = {}
+    socks: dict[str, ssl.SSLSocket] = {}
+    try:
+        for impl in IMPLS:
+            servers[impl] = ServerProcess(impl, users('{publish: ">"}')).start()
+        for impl, s in servers.items():
+            raw = socket.create_connection((HOST, s.port), timeout=3)
+            assert _info_line(raw, 3) is not None
+            socks[impl] = client_ctx(pki.ca, pki.carol).wrap_socket(raw, server_hostname="localhost")
+            socks[impl].sendall(b'CONNECT {"verbose":false}\r\nPUB a.b 0\r\n\r\nPING\r\n')
+        assert each(lambda impl: _read(socks[impl], b"PONG\r\n", 3)) == {i: (b"PONG\r\n", "until") for i in IMPLS}
+        for s in servers.values():
+            s.reload(users('{publish: "only.>"}'))
+        each(lambda impl: wait_lines(servers[impl], r"\[INF\] Reloaded server configuration"))
+        for sock in socks.values():
+            sock.sendall(b"PUB a.b 0\r\n\r\nPING\r\n")
+        denied = (b"-ERR 'Permissions Violation for Publish to \"a.b\"'\r\nPONG\r\n", "until")
+        assert each(lambda impl: _read(socks[impl], b"PONG\r\n", 3)) == {i: denied for i in IMPLS}
+        for s in servers.values():
+            s.reload(users(None))
+        assert each(lambda impl: _read(socks[impl], None, 3)) == {i: (b"", "EOF") for i in IMPLS}
+    finally:
+        for sock in socks.values():
+            sock.close()
+        for s in servers.values():
+            s.cleanup()
