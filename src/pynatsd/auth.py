@@ -1,5 +1,6 @@
-"""Client authentication (user/password, bcrypt, token, users list, no_auth_user, certificate
-identities) and authorization (publish/subscribe permissions, allow_responses).
+"""Client authentication (user/password, bcrypt, token, users list, nkey users (signature
+checks in ``pynatsd.nkeys_auth``), no_auth_user, certificate identities) and authorization
+(publish/subscribe permissions, allow_responses).
 
 An ``Authorizer`` is built from ``AuthOptions`` once per (re)load. ``authenticate`` decides a
 CONNECT: it returns an ``AuthResult``, ``None`` (refused), or a ``BcryptCheck`` when a bcrypt
@@ -18,7 +19,7 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +150,9 @@ class Credentials:
     token: str | None = None
     nkey: str | None = None
     jwt: str | None = None
+    # (nkeys helper N) the CONNECT "sig", and the nonce this connection's INFO carried
+    sig: str | None = None
+    nonce: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -159,7 +163,7 @@ class Credentials:
 class AuthResult:
     """Who the client is, once authenticated."""
 
-    method: str  # "none", "user", "token", "no_auth_user", "cert"
+    method: str  # "none", "user", "token", "no_auth_user", "cert", "nkey"
     user: User | None = None
     permissions: ClientPermissions | None = None
     account: str = GLOBAL_ACCOUNT
@@ -190,12 +194,29 @@ class Authorizer:
     def __init__(self, opts: AuthOptions, tls: TLSOptions | None = None) -> None:
         self.opts = opts
         self.users: dict[str, User] = {}
+        # (nkeys helper N) nkey users by public key, apart from the password users: a CONNECT
+        # naming one as "user" must not get in without a signature
+        self.nkeys: dict[str, User] = {}
         for u in opts.users:
-            self.users[u.username] = u
+            if u.nkey is not None:
+                self.nkeys[u.nkey] = u
+            else:
+                self.users[u.username] = u
         self.required = opts.required
         self.no_auth_user: User | None = None
         if opts.no_auth_user and opts.no_auth_user in self.users:
             self.no_auth_user = self.users[opts.no_auth_user]
+        elif opts.no_auth_user and opts.no_auth_user in self.nkeys:
+            self.no_auth_user = self.nkeys[opts.no_auth_user]
+        # INFO carries a nonce to sign when nkey users exist
+        self.nonce_required = bool(self.nkeys)
+        # ops before CONNECT run as no_auth_user only when it is a password user (nats-server
+        # refuses them when it names an nkey)
+        self.anonymous_ops = self.no_auth_user is not None and self.no_auth_user.nkey is None
+        if self.nkeys:
+            from pynatsd.nkeys_auth import preload
+
+            preload()
         # INFO auth_required is left out when no_auth_user can authenticate an anonymous client
         self.info_auth_required = self.required and self.no_auth_user is None
         if opts.timeout is not None:
@@ -237,11 +258,19 @@ class Authorizer:
         creds: Credentials,
         cert: Any = None,
         map_users: bool = False,
+        debug: Callable[[str], None] | None = None,
     ) -> AuthDecision:
         """Decide a CONNECT. ``map_users``: the TLS block has verify_and_map, so the client
-        certificate ``cert`` (a cryptography x509.Certificate, the verified leaf) names the user."""
+        certificate ``cert`` (a cryptography x509.Certificate, the verified leaf) names the user.
+        ``debug`` receives the reason an nkey signature was refused (a log line)."""
         if not self.required:
             return AuthResult("none", None, self.permissions_for(None))
+        if self.nkeys:
+            nkey = creds.nkey
+            if not (nkey or creds.user or creds.password or creds.token) and self.no_auth_user is not None:
+                nkey = self.no_auth_user.nkey
+            if nkey:
+                return self._check_nkey(nkey, creds, debug)
         if map_users and self.users:
             user = self.user_from_cert(cert) if cert is not None else None
             if user is None:
@@ -249,7 +278,9 @@ class Authorizer:
             if creds.user and creds.user != user.username:
                 log.warning('User "%s" found in connect proto, but user required from cert', creds.user)
             return self._check_password(user, creds.password, "cert")
-        if creds.empty and self.no_auth_user is not None:
+        # an nkey in CONNECT counts only when nkey users exist (nats-server ignores it otherwise)
+        anonymous = not (creds.user or creds.password or creds.token or creds.jwt)
+        if anonymous and self.no_auth_user is not None and self.no_auth_user.nkey is None:
             if not self._standard_allowed(self.no_auth_user):
                 return None
             return self._result("no_auth_user", self.no_auth_user)
@@ -270,6 +301,30 @@ class Authorizer:
             single = User(self.opts.user, self.opts.password)
             return self._check_password(single, creds.password, "user")
         return None
+
+    def _check_nkey(self, nkey: str, creds: Credentials, debug: Callable[[str], None] | None) -> AuthDecision:
+        """(nkeys helper N) An nkey user: the CONNECT's signature of the INFO nonce must verify.
+        As nats-server, the no_auth_user's nkey is taken without one."""
+        user = self.nkeys.get(nkey)
+        if user is None or not self._standard_allowed(user):
+            return None
+        if self.no_auth_user is not user:
+            from pynatsd.nkeys_auth import decode_sig, verify
+
+            if not creds.sig:
+                if debug is not None:
+                    debug("Signature missing")
+                return None
+            sig = decode_sig(creds.sig)
+            if sig is None:
+                if debug is not None:
+                    debug("Signature not valid base64")
+                return None
+            if not verify(nkey, creds.nonce or "", sig):
+                if debug is not None:
+                    debug("Signature not verified")
+                return None
+        return self._result("nkey", user)
 
     def user_from_cert(self, cert: Any) -> User | None:
         """verify_and_map: the configured user a client certificate names (nats-server's
@@ -299,11 +354,14 @@ class Authorizer:
 
     def user_still_valid(self, result: AuthResult) -> bool:
         """On reload: False when the client's user was removed or moved to another account."""
-        if result.user is None or result.method not in ("user", "cert", "no_auth_user"):
+        if result.user is None or result.method not in ("user", "cert", "no_auth_user", "nkey"):
             return True
         if result.method == "user" and self.opts.user and result.user.username == self.opts.user:
             return True
-        new = self.users.get(result.user.username)
+        if result.user.nkey is not None:  # (nkeys helper N) an nkey user stays an nkey user
+            new = self.nkeys.get(result.user.nkey)
+        else:
+            new = self.users.get(result.user.username)
         if new is None:
             return False
         return (new.account or GLOBAL_ACCOUNT) == result.account

@@ -218,6 +218,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         self.auth_method: str | None = None
         self.perms: ClientPermissions | None = None
         self.creds = Credentials()
+        self.nonce: str | None = None  # (nkeys helper N) sent in the first INFO when nkey users exist
         self.tls_info: dict[str, Any] | None = None
         self.tls_first = False
         self.closed = False
@@ -357,7 +358,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         self._reading = True
         auth = server.authorizer
         if auth.required:
-            if auth.no_auth_user is None:
+            if not auth.anonymous_ops:
                 self.parser.expect_connect = True
             if self._auth_timer is not None:
                 self._auth_timer.cancel()
@@ -519,7 +520,11 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
     # -- output --------------------------------------------------------------------------------
 
     def _send_info_now(self) -> None:
-        self.enqueue(self.server.info_for(self))
+        if self.nonce is None and self.server.authorizer.nonce_required:
+            from pynatsd.nkeys_auth import make_nonce
+
+            self.nonce = make_nonce()
+        self.enqueue(self.server.info_for(self, nonce=self.nonce))
         self.flush()
 
     def enqueue(self, data: bytes) -> None:
@@ -986,7 +991,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         auth = self.server.authorizer
         if not auth.required or self.authenticated:
             return True
-        if auth.no_auth_user is not None:
+        if auth.anonymous_ops:
             result = auth.authenticate(Credentials())
             if isinstance(result, AuthResult):
                 self._apply_auth(result)
@@ -1028,6 +1033,8 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             token=g("auth_token", self.creds.token),
             nkey=g("nkey", self.creds.nkey),
             jwt=g("jwt", self.creds.jwt),
+            sig=g("sig", self.creds.sig),
+            nonce=self.nonce,
         )
         self._connect_fields = fields
         if not first_connect:
@@ -1036,7 +1043,9 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             for sub in list(self.subs.values()):
                 self.remove_sub(sub)
         auth = server.authorizer
-        decision = auth.authenticate(self.creds, self.peer_cert(), map_users=server.tls_map_users)
+        decision = auth.authenticate(
+            self.creds, self.peer_cert(), map_users=server.tls_map_users, debug=self.debug
+        )
         if isinstance(decision, BcryptCheck):
             check = decision
             transport = self.raw_transport

@@ -239,7 +239,12 @@ class _Differ:
             self.notices.append("Reloaded: accounts")
         self.refuse("system_account", "SystemAccount")
         oa, na = self.old.auth, self.new.auth
-        if oa.users != na.users or oa.default_permissions != na.default_permissions:
+        # (nkeys helper N) nats-server reports nkey users and password users apart
+        nk_changed = [u for u in oa.users if u.nkey] != [u for u in na.users if u.nkey]
+        pw_changed = [u for u in oa.users if not u.nkey] != [u for u in na.users if not u.nkey]
+        if nk_changed:
+            self.notices.append("Reloaded: authorization nkey users")
+        if pw_changed or (oa.default_permissions != na.default_permissions and not nk_changed):
             self.notices.append("Reloaded: authorization users")
         if oa.no_auth_user != na.no_auth_user:
             # nats-server allows only dropping no_auth_user together with that user

@@ -616,8 +616,10 @@ class Server:
 
     # -- INFO ------------------------------------------------------------------------------------
 
-    def info_for(self, client: ClientConnection, *, connect_info: bool = False, ldm: bool = False) -> bytes:
-        """The INFO line for one client (keys in nats-server's order)."""
+    def info_for(
+        self, client: ClientConnection, *, connect_info: bool = False, ldm: bool = False, nonce: str | None = None
+    ) -> bytes:
+        """The INFO line for one client (keys in nats-server's order); ``nonce`` only in the first."""
         opts = self.opts
         host, port = opts.host, self.port
         if opts.client_advertise:
@@ -652,6 +654,8 @@ class Server:
             info["client_id"] = client.cid
         if client.host:
             info["client_ip"] = client.host
+        if nonce:
+            info["nonce"] = nonce  # (nkeys helper N) for the client to sign
         if self.routes is not None:
             info["cluster"] = self.routes.cluster_name
             urls = self.routes.client_connect_urls()

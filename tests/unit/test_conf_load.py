@@ -196,7 +196,6 @@ SNIPPETS = [
 REFUSED = {
     "accounts { A { mappings: { foo: bar } } }": "mappings",
     "accounts { A { exports: [ {service: foo, latency: lat.foo} ] } }": "latency",
-    "authorization { users: [ {nkey: UC6NLCN7AS34YOJVCYD4PJ3QB7QGLYG5B5IMBT25VW5K4TNUJODM7BOX} ] }": "nkey",
     'trusted: "OD4M6IAAKQSM4DQSLWZIVBACYTYS2S6XQS7U67XXYXJ44ILNE35YPGJK"': "trusted",
     "authorization { proxy_required: true }": "proxy_required",
     "resolver: MEMORY": "resolver",

@@ -9,7 +9,7 @@ What pynatsd does not implement yet is handled in one of two ways:
 
 * features whose absence cannot weaken security (JetStream, gateways, leafnodes, websocket,
   MQTT, ...) give a warning naming the key and saying it is ignored;
-* anything that decides who may connect or what they may do (accounts, nkey users, operator
+* anything that decides who may connect or what they may do (accounts, operator
   and JWT mode, auth callout, proxies, ...) is refused with a ConfigError:
   silently ignoring it would let in clients the operator meant to keep out.
 
@@ -62,6 +62,7 @@ from pynatsd.config.options import (
 from pynatsd.config.parser import ConfList, ConfMap, Pos, config_digest, parse_file
 from pynatsd.errors import ConfigError
 from pynatsd.monitor.gofmt import go_duration, seconds_to_ns  # pure Go spellings, no I/O
+from pynatsd.nkeys_auth import is_user_key
 from pynatsd.subjects import subject_is_subset
 
 __all__ = ["FlagValues", "load_options", "parse_duration", "format_duration"]
@@ -231,6 +232,14 @@ def _tname(v: Any) -> str:
     if isinstance(v, list):
         return "an array"
     return "a datetime"
+
+
+def _duplicate_text(u: User) -> str:
+    """(nkeys helper N) nats-server's text for a name defined twice: user names and nkeys share
+    one namespace, and the text names the kind of the entry found second (``u``)."""
+    if u.nkey is not None:
+        return f'Duplicate nkey "{u.username}" detected'
+    return f'Duplicate user "{u.username}" detected'
 
 
 def _go_type(v: Any) -> str:
@@ -698,7 +707,7 @@ class _Loader:
             taken = {u.username for u, _ in self.account_users}
             for u in a.users or ():
                 if u.username in taken:
-                    self.err(f'Duplicate user "{u.username}" detected', pos)
+                    self.err(_duplicate_text(u), pos)
         self.auth = replace(
             self.auth,
             user=a.user,
@@ -760,6 +769,8 @@ class _Loader:
             password: str | None = None
             perms: Permissions | None = None
             conn_types: tuple[str, ...] = ()
+            nkey: str | None = None  # (nkeys helper N)
+            nkey_pos: Pos | None = None
             for k, uv in entry.items():
                 kpos = entry.pos[k]
                 lk = k.lower()
@@ -778,12 +789,21 @@ class _Loader:
                         )
                     conn_types = tuple(dict.fromkeys(names))
                 elif lk == "nkey":
-                    self.refuse(k, kpos, "NKEY users")
+                    if not isinstance(uv, str):  # nats-server's text for a non-string nkey
+                        self.err(f"interface conversion: interface {{}} is {_go_type(uv)}, not string", kpos)
+                    nkey, nkey_pos = uv or None, kpos
                 elif lk == "proxy_required":
                     if self.bool_(uv, k, kpos):
                         self.refuse(k, kpos, "proxy_required (trusted proxies)")
                 else:
                     self.unknown(entry, k)
+            if nkey is not None:  # (nkeys helper N) the key is the user's name
+                if not is_user_key(nkey):
+                    self.err("Not a valid public nkey for a user", nkey_pos)
+                if username or password:
+                    self.err("Nkey users do not take usernames or passwords", epos)
+                users.append(User(username=nkey, permissions=perms, allowed_connection_types=conn_types, nkey=nkey))
+                continue
             if not username:
                 self.err("User entry requires a user", epos)
             users.append(
@@ -796,9 +816,15 @@ class _Loader:
             )
         seen: set[str] = set()
         for u, upos in zip(users, v.pos, strict=True):
-            if u.username in seen:
-                self.err(f'Duplicate user "{u.username}" detected', upos)
-            seen.add(u.username)
+            if u.nkey is None:
+                if u.username in seen:
+                    self.err(f'Duplicate user "{u.username}" detected', upos)
+                seen.add(u.username)
+        for u, upos in zip(users, v.pos, strict=True):  # (nkeys helper N) one namespace with user names
+            if u.nkey is not None:
+                if u.nkey in seen:
+                    self.err(f'Duplicate nkey "{u.nkey}" detected', upos)
+                seen.add(u.nkey)
         return users
 
     def permissions(self, v: Any, key: str, pos: Pos) -> Permissions:
@@ -966,7 +992,7 @@ class _Loader:
             taken = {u.username for u in self.auth.users} | {u.username for u, _ in self.account_users}
             for u in users:
                 if u.username in taken:
-                    self.err(f'Duplicate user "{u.username}" detected', users_pos)
+                    self.err(_duplicate_text(u), users_pos)
                 taken.add(u.username)
                 if u.permissions is None and dp is not None:
                     u = replace(u, permissions=dp)

@@ -71,6 +71,9 @@ class User:
     permissions: Permissions | None = None
     account: str | None = None
     allowed_connection_types: tuple[str, ...] = ()
+    # (added by nkeys helper N) an nkey user: its public user NKEY ("U..."); ``username`` is then
+    # the same string (how /connz, logs and no_auth_user name it) and there is no password
+    nkey: str | None = None
 
 
 @dataclass(frozen=True)

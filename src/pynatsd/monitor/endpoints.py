@@ -540,6 +540,8 @@ def _conn_entry(c: Any, now: dt.datetime, o: ConnzOptions, closed: bool) -> _Ent
             ci["subscriptions_list_detail"] = [_sub_detail(s, c.cid, acc, with_max=not closed) for s in subs]
         elif o.subs:
             ci["subscriptions_list"] = [_text(s.subject) for s in subs]
+    if o.auth and getattr(c, "auth_method", None) == "nkey":
+        ci["issuer_key"] = account  # (nkeys helper N) nats-server: an nkey user's issuer is its account
     if o.auth and (not closed or account != GLOBAL_ACCOUNT):
         ci["name_tag"] = account  # an account without a JWT name tag reports its name
     return _Entry(ci, c.cid, int((rtt or 0) * 1e9), last, start, stop, reason, user, account)
