@@ -1084,6 +1084,9 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         if server.authorizer.required and result is None:
             who = self._auth_user_label()
             self.error(f"authentication error - {who}" if who else "authentication error")
+            # (nkeys helper N) as nats-server, /connz shows whom the refused CONNECT claimed to be
+            creds = self.creds
+            self.user = creds.nkey or creds.user or ("[REDACTED]" if creds.token else None)
             self.close(REASON_AUTH_FAILURE, wire.ERR_AUTH_VIOLATION)
             return
         if result is not None:

@@ -383,6 +383,29 @@ def test_connz_auth_fields(pair: Callable[..., dict[str, ServerProcess]]) -> Non
     assert views["nats"][0] == {"authorized_user": U0.pub, "issuer_key": "$G", "name_tag": "$G"}
 
 
+def _closed_count(url: str, n: int) -> bool:
+    return len(json.loads(urllib.request.urlopen(url, timeout=5).read())["connections"]) >= n
+
+
+def test_connz_of_refused_connections(pair: Callable[..., dict[str, ServerProcess]]) -> None:
+    """A closed connection whose CONNECT was refused shows whom it claimed to be."""
+    servers = pair(MIXED, ("-m", "-1"))
+    claims = [{"user": "bob", "pass": "bad"}, {"user": "nobody"}, {"nkey": U0.pub, "sig": "x"},
+              {"nkey": U0.pub, "user": "bob", "pass": "x", "sig": "x"}, {"auth_token": "t"}, {}]
+    views = {}
+    for impl, srv in servers.items():
+        for claim in claims:
+            assert closes(srv, claim) == AUTH_ERR, (impl, claim)
+        assert srv.ports is not None
+        mon = srv.ports["monitoring"][0]
+        url = f"{mon}/connz?state=closed&auth=true"
+        _wait(functools.partial(_closed_count, url, 6), f"{impl} closed connections")
+        doc = json.loads(urllib.request.urlopen(url, timeout=5).read())
+        views[impl] = [(e.get("authorized_user"), e.get("issuer_key"), e["reason"]) for e in doc["connections"]]
+    assert views["pynatsd"] == views["nats"]
+    assert [v[0] for v in views["nats"]] == ["bob", "nobody", U0.pub, U0.pub, "[REDACTED]", None]
+
+
 def test_no_auth_user_is_an_nkey(pair: Callable[..., dict[str, ServerProcess]]) -> None:
     servers = pair(f"authorization {{ users [ {{nkey: {U0.pub}, permissions: {{publish: ok}}}}, "
                    f"{{nkey: {U1.pub}}} ] }}\nno_auth_user: {U0.pub}\n")
