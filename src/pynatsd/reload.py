@@ -547,6 +547,11 @@ def reauthorize(server: Server) -> None:
             if not perms.can_subscribe(sub.subject, sub.queue):
                 c.remove_sub(sub)
                 c.send_err(wire.sub_reload_violation(sub.subject, sub.queue or None, sub.sid))
+                # (nkeys helper N) nats-server's notice, naming the client as its CONNECT did
+                q = f" using queue {wire.go_quote(sub.queue)}" if sub.queue else ""
+                who = c._auth_user_label() or (f"User {wire.go_quote(c.user)}" if c.user else "")
+                log.info("Removed sub %s%s (sid %s) for %s - not authorized",
+                         wire.go_quote(sub.subject), q, wire.go_quote(sub.sid), who)
 
 
 def _pinned(conn: Any, pins: frozenset[str]) -> bool:

@@ -490,6 +490,7 @@ def test_reload_nkey_users(pair: Callable[..., dict[str, ServerProcess]]) -> Non
         bob.send(b"PING\r\n")
         assert bob.read_until(b"PONG\r\n").endswith(b"PONG\r\n"), impl
         assert "Reloaded: authorization nkey users" in srv.stderr(), impl
+        assert f'Removed sub "x" (sid "1") for Nkey "{U0.pub}" - not authorized' in srv.stderr(), impl
 
         # nkey users gone: no nonce for new connections, nkey clients closed
         srv.reload("authorization { users [ {user: bob, password: x} ] }\n")
