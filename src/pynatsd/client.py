@@ -683,6 +683,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             and self.perms is None
             and not self.verbose
             and getattr(server, "routes", None) is None
+            and getattr(server, "leafs", None) is None
             and self.acc.service_imports is None
         )
 
@@ -1355,16 +1356,26 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         acc = self.acc
         result = acc.sublist.match(subject)
         routes = server.routes
-        if routes is None:
+        leafs = server.leafs
+        if routes is None and leafs is None:
             got = deliver(
                 server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, result.queues
             )
         else:
             # clustering (cluster/routes.py): routes with interest get the message once each, and a
             # queue group's member is picked cluster-wide (the groups a route took are not local)
-            routed, queues = routes.forward(
+            routed = False
+            queues = result.queues
+            if routes is not None:
+                routed, queues = routes.forward(
+                    subject, reply, hdr_len if hdr_digits is not None else -1, data, result, acc.name_b
+                )
+            # leaf nodes (cluster/leafnodes.py): a queue group goes to a leaf only without a
+            # local or cluster member
+            if leafs is not None and leafs.forward(
                 subject, reply, hdr_len if hdr_digits is not None else -1, data, result, acc.name_b
-            )
+            ):
+                routed = True
             got = deliver(
                 server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues
             ) or routed

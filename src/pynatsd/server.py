@@ -273,6 +273,9 @@ class Server:
         # clustering (pynatsd.cluster.routes.RouteManager) when a cluster port is configured
         self.routes: Any = None
         self.cluster_port = 0
+        # leaf nodes (pynatsd.cluster.leafnodes.LeafManager) when a leafnodes block is configured
+        self.leafs: Any = None
+        self.leafnode_port = 0
         self.tls: Any = None  # pynatsd.tls.context.ServerTLS when the client port has TLS
         self.tls_required = False
         self.tls_verify = False
@@ -332,6 +335,11 @@ class Server:
 
             # before the client listener: it watches the subscription trie from the first SUB
             self.routes = RouteManager(self)
+        if opts.leafnodes is not None:
+            from pynatsd.cluster.leafnodes import LeafManager
+
+            # after the route manager: it wraps the trie the routes watch
+            self.leafs = LeafManager(self)
         port = 0 if opts.port == RANDOM_PORT else opts.port
         try:
             sock = listen_socket(opts.host, port)
@@ -363,6 +371,9 @@ class Server:
             self.cluster_port = self.routes.port
             if self.ocsp is not None and self.routes.server_tls is not None:
                 self.ocsp.route_tls(self.routes.server_tls)  # (helper O) staples on the route port
+        if self.leafs is not None:
+            await self.leafs.start()
+            self.leafnode_port = self.leafs.port
         from pynatsd.reload import start_tls_watch
 
         start_tls_watch(self)  # tls blocks with ``watch: true`` (helper R)
@@ -427,6 +438,8 @@ class Server:
             task.cancel()
         for srv in self._listeners:
             srv.close()
+        if self.leafs is not None:
+            await self.leafs.shutdown()
         if self.routes is not None:
             await self.routes.shutdown()
         if self._rate_log_timer is not None:
@@ -594,6 +607,10 @@ class Server:
             routed, queues = routes.forward(
                 subject, reply, hdr_len if hdr_digits is not None else -1, data, result, acc.name_b
             )
+        leafs = self.leafs
+        if leafs is not None and not local_only:
+            if leafs.forward(subject, reply, hdr_len if hdr_digits is not None else -1, data, result, acc.name_b):
+                routed = True
         got = deliver(self, src, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues, depth)
         return got or routed
 
@@ -777,6 +794,10 @@ def ports_document(server: Server) -> dict[str, list[str]]:
         c = opts.cluster
         assert c is not None
         doc["cluster"] = [f"nats://{_url_host(c.host)}:{server.cluster_port}"]
+    if server.leafs is not None and server.leafnode_port:
+        lo = opts.leafnodes
+        assert lo is not None
+        doc["leafnode"] = [f"nats://{_url_host(lo.host)}:{server.leafnode_port}"]
     return doc
 
 

@@ -697,6 +697,9 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
             self.subs[key] = rs
         elif queue:
             rs.weight = max(weight, 1)  # in place: cached match results see it too
+        leafs = self.server.leafs
+        if leafs is not None:  # (leafnodes) leaf connections learn the cluster's interest
+            leafs.route_interest(self.rid, account, subject, queue, rs.weight if queue else 1)
 
     def _on_unsub(self, account: bytes, subject: bytes, queue: bytes) -> None:
         if self.server.trace:
@@ -706,13 +709,19 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
             remote = self.manager.remote_trie(account)
             if remote is not None:
                 remote.remove(subject, queue, rs)
+            leafs = self.server.leafs
+            if leafs is not None:
+                leafs.route_interest(self.rid, account, subject, queue, 0)
 
     def _drop_remote_subs(self) -> None:
         mgr = self.manager
+        leafs = self.server.leafs
         for rs in self.subs.values():
             remote = mgr.remote_trie(rs.account)
             if remote is not None:
                 remote.remove(rs.subject, rs.queue, rs)
+            if leafs is not None:
+                leafs.route_interest(self.rid, rs.account, rs.subject, rs.queue, 0)
         self.subs.clear()
 
     # -- messages ----------------------------------------------------------------------------------
@@ -1609,13 +1618,14 @@ class RouteManager:
 
     def forward(
         self, subject: bytes, reply: bytes, hdr_len: int, data: bytes, local: MatchResult[Any],
-        account: bytes = GLOBAL_ACCOUNT,
+        account: bytes = GLOBAL_ACCOUNT, queue_filter: tuple[bytes, ...] | None = None,
     ) -> tuple[bool, list[list[Any]]]:
         """Send a locally published message to the routes that want it.
 
         ``local`` is the local match. Returns (sent to at least one route, the local queue groups
         still to be served here): a queue group whose cluster-wide pick fell on a remote member
         is served by that route. ``hdr_len`` is -1 for a message without headers.
+        ``queue_filter`` (messages from leaf nodes): only the queue groups named.
         """
         local_queues = local.queues
         if not self.routes:
@@ -1640,6 +1650,8 @@ class RouteManager:
             remaining = local_queues
             local_names = local.queue_names
             for qname, group in zip(res.queue_names, rqueues, strict=True):
+                if queue_filter is not None and qname not in queue_filter:
+                    continue  # (leafnodes) a leaf message serves only the groups it names
                 local_group = None
                 if local_names:
                     try:
@@ -1685,11 +1697,16 @@ class RouteManager:
         """A routed message: to local subscribers of its account only (one member of each named
         queue group)."""
         server = self.server
-        res = (acc or server.gacc).sublist.match(subject)
+        acc = acc or server.gacc
+        res = acc.sublist.match(subject)
         plain = res.plain
         lq = res.queues
         if lq:
             lq = [g for name, g in zip(res.queue_names, lq, strict=True) if name in queues] if queues else []
+        leafs = server.leafs
+        if leafs is not None:
+            # (leafnodes) leaf interest was advertised to the routes as ours
+            leafs.forward(subject, reply, hdr_len, data, res, acc.name_b, queue_filter=queues, from_route=True)
         if not plain and not lq:
             return
         size_digits = b"%d" % len(data)

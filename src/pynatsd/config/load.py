@@ -44,6 +44,9 @@ from pynatsd.config.options import (
     AccountOptions,
     AuthOptions,
     ClusterOptions,
+    LeafNodeOptions,
+    LeafRemoteOptions,
+    LeafUser,
     OCSPCacheOptions,
     OCSPOptions,
     OCSPPeerOptions,
@@ -641,7 +644,7 @@ class _Loader:
         elif lk in ("gateway", "websocket", "ws", "mqtt", "jetstream", "default_js_domain"):
             self.unsupported(k, pos)
         elif lk in ("leafnodes", "leaf"):
-            self.unsupported(k, pos)
+            kw["leafnodes"] = self.leafnodes(v, k, pos)
         elif lk in ("store_dir", "storedir"):
             # (helper O) JetStream is not implemented; the directory still holds OCSP staples
             kw["store_dir"] = self.str_(v, k, pos)
@@ -1539,6 +1542,163 @@ class _Loader:
             o["permissions"] = auth_perms
         return ClusterOptions(**o)
 
+    # -- leafnodes (leafnodes helper L)
+
+    def leafnodes(self, v: Any, key: str, pos: Pos) -> LeafNodeOptions:
+        if not isinstance(v, ConfMap):
+            self.err(f"Expected map to define a leafnode, got {_tname(v)}", pos)
+        o: dict[str, Any] = {"source": Source(pos.file, pos.line)}
+        for k, lv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk == "listen":
+                host, port = self.listen_(lv, kpos)
+                o["host"] = host or DEFAULT_HOST
+                o["port"] = port
+            elif lk == "port":
+                o["port"] = self.int_(lv, k, kpos)
+            elif lk in ("host", "net"):
+                o["host"] = self.str_(lv, k, kpos)
+            elif lk == "advertise":
+                o["advertise"] = self.str_(lv, k, kpos)
+            elif lk == "no_advertise":
+                o["no_advertise"] = self.bool_(lv, k, kpos)
+            elif lk == "authorization":
+                self.leaf_authorization(lv, k, kpos, o)
+            elif lk == "remotes":
+                o["remotes"] = self.leaf_remotes(lv, kpos)
+            elif lk == "tls":
+                o["tls"] = self.tls(lv, k, kpos, client_ctx=True)
+            elif lk in ("reconnect", "reconnect_delay", "reconnect_interval"):
+                o["reconnect"] = self.seconds(lv, k, kpos, "") or 1.0
+            elif lk == "min_version":
+                ver = self.str_(lv, k, kpos)
+                if not re.fullmatch(r"v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?", ver):
+                    self.err("invalid leafnode's minimum version: invalid semver", kpos)
+                o["min_version"] = ver.lstrip("v")
+            elif lk == "compression":
+                self.leaf_compression(lv, k, kpos)
+            elif lk in ("write_deadline", "write_timeout", "isolate_leafnode_interest", "isolate"):
+                self.unsupported(k, kpos, "(leafnodes)")
+            else:
+                self.unknown(v, k)
+        return LeafNodeOptions(**o)
+
+    def leaf_compression(self, v: Any, key: str, pos: Pos) -> None:
+        if not isinstance(v, (str, bool, ConfMap)):
+            self.err(f"field {_go_quote(key)} should be a boolean or a structure, got {_tname(v)}", pos)
+        if v not in (False, "off", "disabled", "not supported"):
+            # peers negotiate compression down to none with a server that offers none
+            self.unsupported(key, pos, "(leafnode compression: connections are not compressed)")
+
+    def leaf_authorization(self, v: Any, key: str, pos: Pos, o: dict[str, Any]) -> None:
+        am = self.map_(v, key, pos)
+        for k, mv in am.items():
+            kpos = am.pos[k]
+            lk = k.lower()
+            if lk in ("user", "username"):
+                o["username"] = self.str_(mv, k, kpos)
+            elif lk in ("pass", "password"):
+                o["password"] = self.str_(mv, k, kpos)
+            elif lk == "timeout":
+                o["auth_timeout"] = self.seconds(mv, "timeout", kpos, "error parsing authorization config, ") or None
+            elif lk == "users":
+                o["users"] = tuple(self.leaf_users(mv, k, kpos))
+            elif lk in ("account", "nkey", "proxy_required"):
+                self.refuse(k, kpos, f"leafnodes authorization {lk!r}")
+            else:
+                self.unknown(am, k)
+        if o.get("users") is not None and (o.get("username") or o.get("password")):
+            self.err("can not have a single user/pass and a users array", pos)
+
+    def leaf_users(self, v: Any, key: str, pos: Pos) -> list[LeafUser]:
+        if not isinstance(v, ConfList):
+            self.err(f"Expected users field to be an array, got {_tname(v)}", pos)
+        out: list[LeafUser] = []
+        for entry, epos in zip(v, v.pos, strict=True):
+            if not isinstance(entry, ConfMap):
+                self.err(f"Expected user entry to be a map/struct, got {_tname(entry)}{_show(entry)}", epos)
+            u: dict[str, Any] = {}
+            for k, uv in entry.items():
+                kpos = entry.pos[k]
+                lk = k.lower()
+                if lk in ("user", "username"):
+                    u["username"] = self.str_(uv, k, kpos)
+                elif lk in ("pass", "password"):
+                    u["password"] = self.str_(uv, k, kpos)
+                elif lk == "account":
+                    u["account"] = self.str_(uv, k, kpos)
+                else:
+                    self.unknown(entry, k)
+            if not u.get("username"):
+                self.err("User entry requires a user", epos)
+            out.append(LeafUser(**u))
+        return out
+
+    def leaf_remotes(self, v: Any, pos: Pos) -> tuple[LeafRemoteOptions, ...]:
+        if not isinstance(v, ConfList):
+            self.err(f"Expected remotes field to be an array, got {_tname(v)}", pos)
+        out: list[LeafRemoteOptions] = []
+        for entry, epos in zip(v, v.pos, strict=True):
+            if not isinstance(entry, ConfMap):
+                self.err(f"Expected remote leafnode entry to be a map/struct, got {_tname(entry)}", epos)
+            r: dict[str, Any] = {"source": Source(epos.file, epos.line)}
+            for k, rv in entry.items():
+                kpos = entry.pos[k]
+                lk = k.lower()
+                if lk in ("url", "urls"):
+                    if isinstance(rv, str):
+                        urls = [rv]
+                    elif isinstance(rv, ConfList) and all(isinstance(x, str) for x in rv):
+                        urls = list(rv)
+                    else:
+                        self.err(f"Expected remote leafnode url to be an array or string, got {rv if isinstance(rv, (int, float, str)) else _tname(rv)}", kpos)
+                    for u in urls:
+                        self.leaf_url(u, kpos)
+                    r["urls"] = tuple(urls)
+                elif lk in ("account", "local"):
+                    r["account"] = self.str_(rv, k, kpos)
+                elif lk == "tls":
+                    r["tls"] = self.tls(rv, k, kpos, client_ctx=True)
+                elif lk in ("deny_imports", "deny_import"):
+                    r["deny_imports"] = tuple(self.string_list(rv, k, kpos))
+                elif lk in ("deny_exports", "deny_export"):
+                    r["deny_exports"] = tuple(self.string_list(rv, k, kpos))
+                elif lk == "first_info_timeout":
+                    r["first_info_timeout"] = self.seconds(rv, k, kpos, "") or 1.0
+                elif lk == "compression":
+                    self.leaf_compression(rv, k, kpos)
+                elif lk in ("credentials", "creds"):
+                    self.refuse(k, kpos, "leafnode remote credentials (JWT/NKEY authentication)")
+                elif lk in ("nkey", "seed"):
+                    self.refuse(k, kpos, "leafnode remote NKEY authentication")
+                elif lk == "hub":
+                    if self.bool_(rv, k, kpos):
+                        self.refuse(k, kpos, "a leafnode remote acting as a hub")
+                elif lk in ("ws_compression", "ws_no_masking", "proxy"):
+                    self.refuse(k, kpos, "websocket leafnode remotes")
+                elif lk in ("no_randomize", "dont_randomize"):
+                    self.bool_(rv, k, kpos)  # we try the URLs in order anyway
+                elif lk in ("disabled", "jetstream_cluster_migrate", "jetstream_cluster_migrate_delay",
+                            "local_isolation", "request_isolation", "no_master"):
+                    self.unsupported(k, kpos, "(leafnode remotes)")
+                else:
+                    self.unknown(entry, k)
+            if r.get("urls"):  # nats-server skips a remote without URLs
+                out.append(LeafRemoteOptions(**r))
+        return tuple(out)
+
+    def leaf_url(self, url: str, pos: Pos) -> None:
+        try:
+            parts = urlsplit(url.strip())
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            self.err(f"error parsing leafnode url [{_go_quote(url.strip())}]", pos)
+        if not parts.scheme or not parts.hostname:
+            self.err(f"error parsing leafnode url [{_go_quote(url.strip())}]", pos)
+        if parts.scheme.lower() in ("ws", "wss"):
+            self.refuse("url", pos, "websocket leafnode remotes")
+
     def cluster_perm_subjects(self, perms: Permissions, pos: Pos) -> None:
         for side, sp in (("import", perms.publish), ("export", perms.subscribe)):
             if sp is None:
@@ -1740,6 +1900,18 @@ def _validate(o: ServerOptions, users_defined: bool) -> list[str]:
     if o.system_account and o.system_account != SYSTEM_ACCOUNT:
         if not any(a.name == o.system_account for a in o.accounts):
             raise ConfigError("error resolving system account: account missing", where)
+    # (leafnodes helper L) accounts named by the leafnodes block must exist
+    ln = o.leafnodes
+    if ln is not None:
+        names = {a.name for a in o.accounts} | {"$G", SYSTEM_ACCOUNT}
+        for lu in ln.users or ():
+            if lu.account and lu.account not in names:
+                raise ConfigError(
+                    f"cannot find local account {_go_quote(lu.account)} specified in leafnode authorization", where
+                )
+        for rem in ln.remotes:
+            if rem.account and rem.account not in names:
+                raise ConfigError(f"cannot find local account {_go_quote(rem.account)} specified in leafnode remote", where)
     # (helper O) checked when the server starts, as nats-server does (``-t`` does not)
     if o.tls is not None and o.tls.ocsp_peer is not None and o.tls.ocsp_peer.verify and not o.tls.verify:
         raise ConfigError(

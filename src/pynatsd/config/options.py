@@ -230,6 +230,49 @@ class OCSPCacheOptions:
 
 
 @dataclass(frozen=True)
+class LeafUser:
+    """(leafnodes helper L) a user of ``leafnodes { authorization { users [...] } }``: a leaf
+    connection logging in as it is bound to ``account`` (the global account when None)."""
+
+    username: str
+    password: str | None = None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class LeafRemoteOptions:
+    """(leafnodes helper L) one entry of ``leafnodes { remotes [...] }``: a hub to dial."""
+
+    urls: tuple[str, ...] = ()
+    account: str | None = None  # the local account bound to this leaf connection ($G when None)
+    tls: TLSOptions | None = None
+    deny_imports: tuple[str, ...] = ()  # subjects the hub may not send us (our subscriptions)
+    deny_exports: tuple[str, ...] = ()  # subjects we do not send the hub (its subscriptions)
+    first_info_timeout: float = 1.0
+    source: Source = field(default_factory=Source)
+
+
+@dataclass(frozen=True)
+class LeafNodeOptions:
+    """(leafnodes helper L) the ``leafnodes {}`` block: the leafnode listener (hub side, when
+    ``port`` is set) and the remotes this server dials (spoke side)."""
+
+    host: str = DEFAULT_HOST
+    port: int = 0  # 0: no listener; -1 in config: a random port (stored as -1)
+    advertise: str | None = None
+    no_advertise: bool = False
+    username: str | None = None
+    password: str | None = None
+    users: tuple[LeafUser, ...] | None = None
+    auth_timeout: float | None = None
+    tls: TLSOptions | None = None
+    remotes: tuple[LeafRemoteOptions, ...] = ()
+    reconnect: float = 1.0  # seconds between attempts to dial a remote
+    min_version: str | None = None
+    source: Source = field(default_factory=Source)
+
+
+@dataclass(frozen=True)
 class ClusterOptions:
     name: str | None = None
     host: str = DEFAULT_HOST
@@ -302,6 +345,8 @@ class ServerOptions:
 
     # clustering
     cluster: ClusterOptions | None = None
+    # (leafnodes helper L)
+    leafnodes: LeafNodeOptions | None = None
 
     # (added by OCSP helper O) OCSP stapling, the peer-check response cache, and store_dir
     # (nats-server's JetStream directory; pynatsd only keeps OCSP staples under <store_dir>/ocsp)
