@@ -1311,6 +1311,7 @@ class LeafManager:
         out = []
         for c in sorted(self.leafs.values(), key=lambda c: c.lid):
             e: dict[str, Any] = {
+                "id": c.lid,
                 "name": c.remote_name,
                 "is_spoke": c.solicited,
                 "account": c.account_name,
@@ -1326,9 +1327,9 @@ class LeafManager:
             if c.remote_cluster:
                 e["cluster"] = c.remote_cluster
             if subs:
-                e["subscriptions_list"] = sorted(
+                e["subscriptions_list"] = [
                     (s.subject + (b" " + s.queue if s.queue else b"")).decode("utf-8", "replace") for s in c.subs.values()
-                )
+                ]
             out.append(e)
         return out
 

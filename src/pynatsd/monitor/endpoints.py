@@ -168,6 +168,31 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def _leaf_varz(server: Any) -> dict[str, Any]:
+    """(leafnodes helper L) /varz "leaf", in nats-server's shape: the listener's host, port and
+    timeouts when there is one, and the remotes dialed."""
+    lo = getattr(server.opts, "leafnodes", None)
+    if lo is None:
+        return {}
+    out: dict[str, Any] = {}
+    if lo.port:
+        out["host"] = lo.host
+        out["port"] = getattr(server, "leafnode_port", 0) or lo.port
+        tls_timeout = lo.tls.timeout if lo.tls is not None and lo.tls.timeout else DEFAULT_TLS_TIMEOUT
+        at = lo.auth_timeout or (tls_timeout + 1.0 if lo.tls is not None else DEFAULT_AUTH_TIMEOUT)
+        out["auth_timeout"] = _gonum(at)
+        out["tls_timeout"] = _gonum(tls_timeout)
+        if lo.tls is not None:
+            out["tls_required"] = True
+            if lo.tls.verify or lo.tls.verify_and_map:
+                out["tls_verify"] = True
+    if lo.remotes:
+        out["remotes"] = [
+            {"local_account": r.account or "$G", "urls": [_host_port(u) for u in r.urls]} for r in lo.remotes
+        ]
+    return out
+
+
 def _cluster_varz(server: Any) -> dict[str, Any]:
     c = server.opts.cluster
     if c is None:
@@ -290,7 +315,7 @@ def varz(
             "max_pending": opts.max_pending,
             "cluster": _cluster_varz(server),
             "gateway": {},
-            "leaf": {},
+            "leaf": _leaf_varz(server),
             "mqtt": {},
             "websocket": {},
             "jetstream": {},
@@ -791,8 +816,10 @@ def gatewayz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None =
 
 
 def leafz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = None) -> dict[str, Any]:
-    q_bool(query, "subs")
-    return {"server_id": server.server_id, "now": now or utcnow(), "leafnodes": 0, "leafs": []}
+    subs = q_bool(query, "subs")
+    leafs = getattr(server, "leafs", None)  # pynatsd.cluster.leafnodes.LeafManager when configured
+    entries = leafs.leafz_entries(bool(subs)) if leafs is not None else []
+    return {"server_id": server.server_id, "now": now or utcnow(), "leafnodes": len(entries), "leafs": entries}
 
 
 # ---------------------------------------------------------------------------------------------
