@@ -121,6 +121,7 @@ class ReloadPlan:
     client_tls: ServerTLS | None = None
     monitor_ssl: ssl.SSLContext | None = None
     cluster_tls: tuple[ServerTLS, ClientTLS] | None = None
+    leaf_tls: Any = None  # (leafnodes helper L) pynatsd.cluster.leafnodes.LeafReload
     authorizer: Authorizer | None = None
     auth_changed: bool = False
     client_pins_changed: bool = False
@@ -203,6 +204,7 @@ class _Differ:
         self.notice("max_payload")
         self.refuse("max_pending", "MaxPending")
         self._cluster()
+        self._leafnodes()
         self.notice("pid_file")
         self.notice("ports_file_dir")
         self.notice("log_file")
@@ -286,6 +288,80 @@ class _Differ:
         if reloaded or oc.tls is not None or nc.tls is not None:
             self.notices.append("Reloaded: cluster")  # its TLS is rebuilt (files re-read) on every reload
 
+    def _leafnodes(self) -> None:
+        """(leafnodes helper L) What nats-server 2.15 lets a reload change in ``leafnodes {}``:
+        the TLS blocks (certificates re-read) and the list of remotes (added ones dialed,
+        removed ones closed); every other field is refused with its Go name."""
+        self.seen.add("leafnodes")
+        ol, nl = self.old.leafnodes, self.new.leafnodes
+        if (ol is None) != (nl is None):
+            raise not_supported("LeafNode", "enabled" if ol else "disabled", "enabled" if nl else "disabled")
+        if ol is None or nl is None:
+            return
+        from pynatsd.config.options import LeafNodeOptions, LeafRemoteOptions
+
+        go_names = {
+            "host": "Host", "port": "Port", "advertise": "Advertise", "no_advertise": "NoAdvertise",
+            "username": "Username", "password": "Password", "users": "Users", "auth_timeout": "AuthTimeout",
+            "reconnect": "ReconnectInterval", "min_version": "MinVersion",
+        }
+
+        def auth_timeout(lo: LeafNodeOptions) -> float:
+            to = lo.tls.timeout if lo.tls is not None and lo.tls.timeout else 2.0
+            return lo.auth_timeout or (to + 1.0 if lo.tls is not None else 2.0)
+
+        for f in dataclasses.fields(LeafNodeOptions):
+            if f.name in ("tls", "remotes", "source"):
+                continue
+            a, b = getattr(ol, f.name), getattr(nl, f.name)
+            if f.name == "auth_timeout":
+                a, b = auth_timeout(ol), auth_timeout(nl)
+            if f.name == "port" and b == RANDOM_PORT:
+                continue
+            if a != b:
+                if f.name == "password":
+                    a = b = "[REDACTED]"
+                if f.name == "reconnect":
+                    a, b = _fmt("write_deadline", a), _fmt("write_deadline", b)
+                else:
+                    a, b = go_value(a), go_value(b)
+                raise ConfigError(
+                    f'config reload not supported for LeafNode: field "{go_names[f.name]}": old={a}, new={b}'
+                )
+        ot, nt = ol.tls, nl.tls
+        if (ot is None) != (nt is None):
+            raise ConfigError(
+                f'config reload not supported for LeafNode: field "TLSConfig": old={"set" if ot else "nil"}, '
+                f'new={"set" if nt else "nil"}'
+            )
+        if ot is not None and nt is not None:
+            for name, go in (("verify_and_map", "TLSMap"), ("pinned_certs", "TLSPinnedCerts")):
+                if getattr(ot, name) != getattr(nt, name):
+                    raise ConfigError(
+                        f'config reload not supported for LeafNode: field "{go}": old={go_value(getattr(ot, name))}, '
+                        f"new={go_value(getattr(nt, name))}"
+                    )
+        old_remotes = {(r.urls, r.account or "$G"): r for r in ol.remotes}
+        for r in nl.remotes:
+            key = (r.urls, r.account or "$G")
+            prev = old_remotes.get(key)
+            if prev is None:
+                continue
+            for f in dataclasses.fields(LeafRemoteOptions):
+                if f.name in ("tls", "source", "urls", "account"):
+                    continue
+                a, b = getattr(prev, f.name), getattr(r, f.name)
+                if a != b:
+                    go = "".join(p.capitalize() for p in f.name.split("_"))
+                    urls = "[" + ",".join(wire.go_quote(u) for u in r.urls) + "]"
+                    raise ConfigError(
+                        f"config reload not supported for LeafNode: remote urls={urls}, account={wire.go_quote(key[1])}: "
+                        f'field "{go}": old={go_value(list(a) if isinstance(a, tuple) else a)}, '
+                        f"new={go_value(list(b) if isinstance(b, tuple) else b)}"
+                    )
+        if ot is not None or [(r.urls, r.account) for r in ol.remotes] != [(r.urls, r.account) for r in nl.remotes]:
+            self.notices.append("Reloaded: leafnodes")
+
     def _cluster_routes(self) -> None:
         oc, nc = self.old.cluster, self.new.cluster
         if oc is None or nc is None or oc.routes == nc.routes:
@@ -363,6 +439,8 @@ def plan_reload(server: Server, new: ServerOptions) -> ReloadPlan:
     # A random port (-1) in the new options means "keep the one bound" (nats-server does it too).
     if new.port == RANDOM_PORT:
         new = dataclasses.replace(new, port=old.port)
+    if new.leafnodes is not None and old.leafnodes is not None and new.leafnodes.port == RANDOM_PORT:
+        new = dataclasses.replace(new, leafnodes=dataclasses.replace(new.leafnodes, port=old.leafnodes.port))
     if new.cluster is not None and old.cluster is not None and new.cluster.port == RANDOM_PORT:
         new = dataclasses.replace(new, cluster=dataclasses.replace(new.cluster, port=old.cluster.port))
     plan = ReloadPlan(old=old, new=new)
@@ -381,6 +459,11 @@ def plan_reload(server: Server, new: ServerOptions) -> ReloadPlan:
         if new.cluster is not None and new.cluster.tls is not None:
             where = "cluster.tls"
             plan.cluster_tls = build_cluster_tls(new.cluster.tls, new.fips)
+        if new.leafnodes is not None and server.leafs is not None:
+            where = "leafnodes.tls"
+            plan.leaf_tls = server.leafs.build_reload(new.leafnodes)
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001 - whatever a TLS library raises, one line
         raise _one_line(where, e) from None
     plan.authorizer = Authorizer(new.auth, new.tls)
@@ -470,6 +553,8 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
         install_cluster_tls(server, new.cluster, plan.cluster_tls)
         if old.cluster is not None and server.routes is not None:
             server.routes.reload(old.cluster, new.cluster)  # routes, permissions, name, timing
+    if plan.leaf_tls is not None and server.leafs is not None:
+        server.leafs.reload(plan.leaf_tls)  # (leafnodes helper L) TLS contexts, remotes
     assert plan.authorizer is not None
     server.authorizer = plan.authorizer
     if plan.auth_changed:

@@ -747,6 +747,7 @@ class RemoteState:
         self.conn: LeafConnection | None = None
         self.task: asyncio.Task[None] | None = None
         self.attempts = 0
+        self.removed = False
         self._client_tls: Any = None
         self.tls_first = bool(opts.tls is not None and opts.tls.handshake_first is True)
         self.tls_timeout = opts.tls.timeout if opts.tls is not None and opts.tls.timeout else 2.0
@@ -776,6 +777,15 @@ class RemoteState:
             tlso = self.opts.tls if self.opts.tls is not None else TLSOptions()
             self._client_tls = build_client_context(tlso, fips=self.manager.server.opts.fips, where="leafnodes remote tls")
         return self._client_tls
+
+
+@dataclass
+class LeafReload:
+    """A validated reload of the leafnodes block (see LeafManager.build_reload)."""
+
+    opts: LeafNodeOptions
+    server_tls: Any
+    remotes: list[RemoteState]
 
 
 class LeafManager:
@@ -877,8 +887,54 @@ class LeafManager:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    # -- reload ------------------------------------------------------------------------------------
+
+    def build_reload(self, new: LeafNodeOptions) -> LeafReload:
+        """Everything a validated reload needs, built before anything changes (certificate
+        files re-read; raises ConfigError on a bad one)."""
+        from pynatsd.tls.context import build_server_context
+
+        server_tls = None
+        if new.tls is not None:
+            server_tls = build_server_context(new.tls, fips=self.server.opts.fips, where="leafnodes.tls")
+        remotes = []
+        for r in new.remotes:
+            st = RemoteState(self, r)
+            if r.tls is not None:
+                st.client_tls()
+            remotes.append(st)
+        return LeafReload(new, server_tls, remotes)
+
+    def reload(self, plan: LeafReload) -> None:
+        """New TLS contexts for the next handshakes (established connections stay); remotes no
+        longer configured are closed and not dialed again, new ones are dialed, kept ones take
+        their new TLS context."""
+        self.lopts = plan.opts
+        if plan.server_tls is not None:
+            self.server_tls = plan.server_tls
+        old = {(r.opts.urls, r.account): r for r in self.remotes}
+        keep: list[RemoteState] = []
+        for st in plan.remotes:
+            prev = old.pop((st.opts.urls, st.account), None)
+            if prev is not None:
+                prev.opts = st.opts
+                prev._client_tls = st._client_tls
+                keep.append(prev)
+            else:
+                keep.append(st)
+                log.info("Reloaded: LeafNode Remote urls=%s, account=%s added", list(st.opts.urls), st.account)
+                self._spawn(st, 0.0)
+        for r in old.values():
+            r.removed = True
+            if r.task is not None:
+                r.task.cancel()
+            if r.conn is not None:
+                r.conn.close(REASON_REMOVED)
+            log.info("Reloaded: LeafNode Remote urls=%s, account=%s removed", list(r.opts.urls), r.account)
+        self.remotes = keep
+
     def _spawn(self, remote: RemoteState, delay: float) -> None:
-        if not self.running:
+        if not self.running or remote.removed:
             return
         task = self.server.loop.create_task(self._dial(remote, delay))
         remote.task = task
@@ -888,7 +944,7 @@ class LeafManager:
     async def _dial(self, remote: RemoteState, delay: float) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
-        while self.running:
+        while self.running and not remote.removed:
             url = remote.current_url
             remote.attempts += 1
             log.debug("Trying to connect as leafnode to remote server on %s", url.hostport())
