@@ -31,6 +31,7 @@ async def test_bcrypt_users_and_fast_paths_stay_in_the_account(tmp_path: Path) -
         assert await a.read_until(b"PONG\r\n") == b"PONG\r\n"
         assert await b.read_until(b"PONG\r\n") == b"PONG\r\n"
         assert [c.acc.name for c in s.clients.values()] == ["A", "B"]
+        assert s.sublist.count() == 0 and s.num_subscriptions == 2  # /varz, /metrics: every account
         assert all(c.fast for c in s.clients.values())  # no permissions, no imports: the fast path
         # one PUB, then a run of identical PUBs in one chunk (the parser's OP_PUBS)
         await b.send(b"PUB x 2\r\nb1\r\n" + b"PUB x 2\r\nbb\r\n" * 5 + b"PING\r\n")

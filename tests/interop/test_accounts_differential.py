@@ -351,3 +351,46 @@ def test_wildcard_imports_map_tokens_as_nats_server() -> None:
     ours = mapped_scenario("pynatsd")
     assert ours == mapped_scenario("nats")
     assert ours == [b"MSG w.1.2 1 2\r\nhi\r\nPONG\r\n", b"MSG s.3.4 1 2\r\nrq\r\n"]
+
+
+HEADERS = """
+accounts {
+  A { users [{user: a, password: p}], exports [{stream: "n.>"}, {service: "s"}] }
+  B { users [{user: b, password: p}], imports [{stream: {account: A, subject: "n.>"}, prefix: x}, {service: {account: A, subject: s}}] }
+}
+"""
+
+
+def headers_scenario(impl: str) -> list[bytes]:
+    def conn(port: int, user: str, headers: bool) -> RawClient:
+        c = RawClient(HOST, port)
+        c.read_info()
+        h = "true" if headers else "false"
+        c.send(f'CONNECT {{"verbose":false,"headers":{h},"no_responders":{h},"user":"{user}","pass":"p"}}\r\n'.encode())
+        c.ping()
+        return c
+
+    with ServerProcess(impl, HEADERS) as srv:
+        a, b, b_plain = conn(srv.port, "a", True), conn(srv.port, "b", True), conn(srv.port, "b", False)
+        b.send(b"SUB x.> 1\r\nSUB in 2\r\n")
+        b.ping()
+        b_plain.send(b"SUB x.> 1\r\n")
+        b_plain.ping()
+        a.send(b"HPUB n.1 12 14\r\nNATS/1.0\r\n\r\nhi\r\n")
+        a.ping()
+        out = [b.ping(), b_plain.ping()]  # headers kept, or dropped for a client without them
+        b.send(b"HPUB s in 12 14\r\nNATS/1.0\r\n\r\nrq\r\n")  # no responder in A: a 503 to B
+        out.append(b.read_until(b"\r\n\r\n\r\n"))
+        for c in (a, b, b_plain):
+            c.close()
+        return out
+
+
+def test_headers_and_no_responders_through_imports_as_nats_server() -> None:
+    ours = headers_scenario("pynatsd")
+    assert ours == headers_scenario("nats")
+    assert ours == [
+        b"HMSG x.n.1 1 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPONG\r\n",
+        b"MSG x.n.1 1 2\r\nhi\r\nPONG\r\n",
+        b"HMSG in 2 33 33\r\nNATS/1.0 503\r\nNats-Subject: s\r\n\r\n\r\n",
+    ]

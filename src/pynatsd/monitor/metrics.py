@@ -62,7 +62,7 @@ class ServerCollector(Collector):
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
         yield GaugeMetricFamily(f"{PREFIX}_connections_open", "Open client connections", value=len(s.clients))
         yield GaugeMetricFamily(
-            f"{PREFIX}_subscriptions", "Active subscriptions", value=s.sublist.count()
+            f"{PREFIX}_subscriptions", "Active subscriptions", value=s.num_subscriptions  # every account
         )
         if self._req_stats is not None:
             req = CounterMetricFamily(
