@@ -562,3 +562,34 @@ async def test_accounts_across_mixed_cluster(mixed: Mixed, tmp_path: Any) -> Non
         assert inbox.data("g") == [b"from-g"], (x, y)
         assert [(m.subject, m.data) for m in inbox.msgs["import"]] == [("fromA.news.1", b"headline")], (x, y)
         assert inbox.data("b.news") == [], (x, y)
+
+
+async def test_interest_in_an_account_the_peer_lacks(mixed: Mixed, tmp_path: Any, caplog: Any) -> None:
+    """An account only one side has: its interest is logged as unknown and ignored, by
+    nats-server and by pynatsd alike."""
+    import logging
+
+    from pynatsd.config.load import load_options
+
+    only_real = "accounts { R { users [{user: r, password: p}] } }\n"
+    only_ours = "accounts { P { users [{user: q, password: p}] } }\n"
+    real = await mixed.nats(nats_conf("A", []) + only_real)
+    conf = tmp_path / "p.conf"
+    conf.write_text(f"server_name: P\nlisten: {HOST}:-1\n" + nats_conf("P", [nats_route(real)]).split("\n", 1)[1] + only_ours)
+    s = Server(load_options(str(conf)))
+    await s.start()
+    mixed.servers.append(s)
+    await wait_until(lambda: nroutes(s) == 1, timeout=15, what="the route")
+    caplog.set_level(logging.ERROR, logger="pynatsd")
+    r = await nats.connect(f"nats://r:p@{HOST}:{real.port}", allow_reconnect=False)
+    q = await nats.connect(f"nats://q:p@{HOST}:{s.port}", allow_reconnect=False)
+    mixed.clients += [r, q]
+    await r.subscribe("only.real")
+    await r.flush()
+    await q.subscribe("only.ours")
+    await q.flush()
+    await wait_until(lambda: 'Unknown account "R" for remote subject "only.real"' in caplog.text, timeout=10,
+                     what="pynatsd's log line")
+    await wait_until(lambda: 'Unknown account "P" for remote subject "only.ours"' in real.logs(), timeout=10,
+                     what="nats-server's log line")
+    assert s.routes is not None and b"R" not in s.routes.remotes

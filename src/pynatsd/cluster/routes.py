@@ -367,7 +367,6 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
         self._ping_timer: asyncio.TimerHandle | None = None
         self._wd_timer: asyncio.TimerHandle | None = None
         self._ncs = ""
-        self._ignored_accounts: set[bytes] = set()
 
     # -- monitoring views --------------------------------------------------------------------
 
@@ -672,10 +671,9 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
         mgr = self.manager
         remote = mgr.remote_trie(account)
         if remote is None:
-            if account not in self._ignored_accounts:
-                self._ignored_accounts.add(account)
-                acc = wire.go_quote(account.decode("utf-8", "replace"))
-                self.debug(f"Ignoring interest in account {acc}: not configured on this server")
+            # as nats-server with accounts from the configuration: logged and ignored
+            acc = wire.go_quote(account.decode("utf-8", "replace"))
+            self.error(f"Unknown account {acc} for remote subject {wire.go_quote(subject.decode('utf-8', 'replace'))}")
             return
         if mgr.export_perms is not None and not mgr.export_perms.can_subscribe(subject):
             self.debug(
