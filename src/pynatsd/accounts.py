@@ -230,6 +230,7 @@ class AccountRegistry:
         self.make_trie = make_trie
         self.accounts: dict[str, Account] = {}
         self.system: Account | None = None
+        self.limits_changed: list[Account] = []  # by the last configure()
         self.gacc = self._add(GLOBAL_ACCOUNT, None)
 
     def _add(self, name: str, opts: AccountOptions | None) -> Account:
@@ -274,12 +275,16 @@ class AccountRegistry:
         for acc in dropped:
             self._unwire(acc)
             del self.accounts[acc.name]
+        self.limits_changed = []
         for name, aopts in wanted.items():
             have = self.accounts.get(name)
             if have is None:
                 self._add(name, aopts)
             else:
-                have.opts = aopts or AccountOptions(name=name)
+                new = aopts or AccountOptions(name=name)
+                if _limits(new) != _limits(have.opts):
+                    self.limits_changed.append(have)
+                have.opts = new
         for acc in self.accounts.values():
             acc.is_system = acc.name == opts.system_account
         self.system = self.accounts.get(opts.system_account) if opts.system_account else None
@@ -377,6 +382,10 @@ def map_subject(subject: bytes, src: bytes, dst: bytes) -> bytes:
         else:
             out.append(p)
     return b".".join(out)
+
+
+def _limits(o: AccountOptions) -> tuple[int, int, int]:
+    return (o.max_connections, o.max_subscriptions, o.max_payload)
 
 
 def _covers(pattern: str, subject: str) -> bool:

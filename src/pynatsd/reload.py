@@ -56,7 +56,9 @@ from pynatsd.auth import Authorizer, BcryptCheck
 from pynatsd.client import (
     REASON_AUTH_FAILURE,
     REASON_CLIENT_CLOSED,
+    REASON_MAX_ACCOUNT_CONNECTIONS,
     REASON_MAX_CONNECTIONS,
+    REASON_MAX_SUBS,
     REASON_TLS_FAILURE,
 )
 from pynatsd.config.options import (
@@ -559,6 +561,8 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
     server.authorizer = plan.authorizer
     if plan.auth_changed:
         reauthorize(server)
+    for acc in server.accounts.limits_changed:
+        enforce_account_limits(acc)
     for c in server.clients.values():
         c.update_fast_path()
     server.config_load_time = datetime.now(UTC)
@@ -604,6 +608,29 @@ def trim_connections(server: Server) -> None:
     random.shuffle(clients)
     for c in clients[: len(clients) - limit]:
         c.close(REASON_MAX_CONNECTIONS, wire.ERR_MAX_CONNECTIONS)
+
+
+SUBS_LIMIT_CLOSE_DELAY = 0.02  # nats-server closes such a client about 20 ms after the -ERR
+
+
+def enforce_account_limits(acc: Any) -> None:
+    """(accounts helper A) An account's limits were changed by the reload: as nats-server, the
+    oldest connections over max_connections are closed, and a connection at or over
+    max_subscriptions gets the -ERR and is closed shortly after."""
+    clients = sorted((c for c in acc.clients if not c.closed), key=lambda c: c.cid)
+    mc = acc.opts.max_connections
+    if 0 <= mc < len(clients):
+        over = len(clients) - mc
+        for c in clients[:over]:
+            c.error(wire.ERR_MAX_ACCOUNT_CONNECTIONS)
+            c.close(REASON_MAX_ACCOUNT_CONNECTIONS, wire.ERR_MAX_ACCOUNT_CONNECTIONS)
+        clients = clients[over:]
+    ms = acc.opts.max_subscriptions
+    if ms >= 0:
+        for c in clients:
+            if len(c.subs) >= ms:
+                c.send_err(wire.ERR_MAX_SUBS)
+                c.server.loop.call_later(SUBS_LIMIT_CLOSE_DELAY, c.close, REASON_MAX_SUBS)
 
 
 def reauthorize(server: Server) -> None:

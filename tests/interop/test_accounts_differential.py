@@ -11,6 +11,7 @@ no_auth_user naming an account user.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -394,3 +395,54 @@ def test_headers_and_no_responders_through_imports_as_nats_server() -> None:
         b"MSG x.n.1 1 2\r\nhi\r\nPONG\r\n",
         b"HMSG in 2 33 33\r\nNATS/1.0 503\r\nNats-Subject: s\r\n\r\n\r\n",
     ]
+
+
+LIMITS_1 = "accounts { A { users [{user: a, password: p}], limits { max_connections: 3, max_subscriptions: 5 } } }"
+LIMITS_2 = "accounts { A { users [{user: a, password: p}], limits { max_connections: %d, max_subscriptions: %d } } }"
+
+
+def limits_reload_scenario(impl: str, conns: int, subs: int) -> list[bytes]:
+    """Three connections (with 1, 1 and 2 subscriptions), then a reload lowers the limits;
+    what each connection sees, sorted (nats-server picks the connections it closes in no fixed
+    order)."""
+    with ServerProcess(impl, LIMITS_1) as srv:
+        cs = [_connect(srv.port, "a", "p") for _ in range(3)]
+        cs[0].send(b"SUB x 1\r\n")
+        cs[1].send(b"SUB x 1\r\n")
+        cs[2].send(b"SUB x 1\r\nSUB y 2\r\n")
+        for c in cs:
+            c.ping()
+        srv.reload(LIMITS_2 % (conns, subs))
+        deadline = time.monotonic() + 10
+        while "Reloaded server configuration" not in srv.logs(100000):
+            assert time.monotonic() < deadline, srv.logs()
+            time.sleep(0.01)
+        out = []
+        for c in cs:
+            # a closed connection ends; an open one answers (polled for 0.2 s: a connection over
+            # the subscription limit is closed ~20 ms after its -ERR)
+            got = b""
+            for _ in range(20):
+                got += _try_ping(c)
+                if got.endswith(b"<EOF>"):
+                    break
+                time.sleep(0.01)
+            got = re.sub(rb"PONG\r\n", b"", got) or b"open"  # what ends it, or still open
+            # nats-server may send a connection it closes for the connection limit the
+            # subscription -ERR too (both checks run): the first -ERR says why
+            got = re.sub(rb"(-ERR [^\r]*\r\n)(-ERR [^\r]*\r\n)+", rb"\1", got)
+            out.append(re.sub(rb"INFO \{[^\r]*\} ?\r\n|^\r\n", b"", got))
+            c.close()
+        return sorted(out)
+
+
+@pytest.mark.parametrize(("conns", "subs"), [(1, 5), (2, 1)])
+def test_reload_lowering_account_limits_as_nats_server(conns: int, subs: int) -> None:
+    ours = limits_reload_scenario("pynatsd", conns, subs)
+    assert ours == limits_reload_scenario("nats", conns, subs)
+    acc_err = b"-ERR 'maximum account active connections exceeded'\r\n<EOF>"
+    subs_err = b"-ERR 'maximum subscriptions exceeded'\r\n<EOF>"
+    if conns == 1:
+        assert ours.count(acc_err) == 2 and ours.count(b"open") == 1
+    else:  # one over the connection limit; the others hold 1 or 2 subscriptions: at or over the limit of 1
+        assert ours.count(acc_err) == 1 and ours.count(subs_err) == 2
