@@ -262,3 +262,166 @@ async def test_hub_in_a_cluster() -> None:
         finally:
             await c2.close()
             await cs.close()
+
+
+# -- the README's configurations -----------------------------------------------------------------------
+
+
+def readme_leaf_blocks() -> list[str]:
+    """The code blocks of README.md's "Leaf nodes" section, in order (hub, spoke)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("\n## Leaf nodes\n", 1)[1].split("\n## ", 1)[0]
+    return [b.split("\n", 1)[1] for b in section.split("```")[1::2]]
+
+
+@pytest.mark.parametrize("spoke_impl", ["pynatsd", "nats"])
+async def test_readme_hub_and_spoke_work_as_written(tmp_path: Path, spoke_impl: str) -> None:
+    hub_text, spoke_text = readme_leaf_blocks()
+    assert "verify_and_map: true" in hub_text and "alice-cert.pem" in spoke_text
+    subprocess.run([sys.executable, "-m", "pynatsd", "certs", "certs", "--client", "alice", "--client", "bob"],
+                   cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    lp = free_port()  # the one change: a free port instead of 7422, so parallel runs do not collide
+    dirs = []
+    for name in ("hub", "spoke"):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "certs").symlink_to(tmp_path / "certs")
+        dirs.append(d)
+    hub = ServerProcess("pynatsd", hub_text.replace("7422", str(lp)), workdir=dirs[0])
+    spoke = ServerProcess(spoke_impl, spoke_text.replace("7422", str(lp)), workdir=dirs[1])
+    with hub, spoke:
+        ch = await nats.connect(hub.url)
+        cs = await nats.connect(spoke.url)
+        try:
+            sub = await ch.subscribe("orders.>")
+            await ch.flush()
+            deadline = time.monotonic() + 15
+            while True:
+                await cs.publish("orders.1", b"from the spoke")
+                await cs.flush()
+                try:
+                    m = await sub.next_msg(timeout=0.25)
+                    break
+                except nats.errors.TimeoutError:
+                    assert time.monotonic() < deadline, hub.logs() + spoke.logs()
+            assert m.data == b"from the spoke"
+        finally:
+            await ch.close()
+            await cs.close()
+    # and a spoke without alice's certificate is refused
+    spoke_no_cert = "\n".join(ln for ln in spoke_text.splitlines() if "alice" not in ln)
+    hub = ServerProcess("pynatsd", hub_text.replace("7422", str(lp)), workdir=dirs[0])
+    with hub, ServerProcess("pynatsd", spoke_no_cert.replace("7422", str(lp)), workdir=dirs[1]) as spoke:
+        wait_log(hub, "TLS leafnode handshake error")
+        assert spoke.running
+
+
+# -- permissions, handshake_first, bcrypt, monitoring shapes ----------------------------------------------
+
+
+async def cross(pub: Any, subj: str, sub: Any, timeout: float = 15.0) -> None:
+    """Publish ``subj`` until ``sub`` gets it (interest crosses the leaf asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await pub.publish(subj, b"x")
+        await pub.flush()
+        try:
+            m = await sub.next_msg(timeout=0.25)
+            assert m.subject == subj
+            return
+        except nats.errors.TimeoutError:
+            assert time.monotonic() < deadline, f"{subj} never crossed"
+
+
+@pytest.mark.parametrize("spoke_impl", ["nats", "pynatsd"])
+async def test_deny_imports_and_exports(spoke_impl: str) -> None:
+    lp = free_port()
+    remote = (f'{{ url: "nats-leaf://127.0.0.1:{lp}", deny_exports: ["secret.>"], '
+              'deny_imports: ["private.>"] }')
+    with ServerProcess("pynatsd", f'leafnodes {{ listen: "127.0.0.1:{lp}" }}\n') as hub, \
+            ServerProcess(spoke_impl, f"leafnodes {{ remotes [ {remote} ] }}\n") as spoke:
+        ch = await nats.connect(hub.url)
+        cs = await nats.connect(spoke.url)
+        try:
+            at_hub = await ch.subscribe(">")
+            at_spoke = await cs.subscribe(">")
+            await cross(cs, "open.a", at_hub)
+            await cs.publish("secret.a", b"no")  # deny_exports: stays on the spoke
+            await cs.publish("open.b", b"yes")
+            await cs.flush()
+            assert (await at_hub.next_msg(timeout=5)).subject == "open.b"
+            while at_spoke.pending_msgs:  # the spoke's own subscriber saw its publishes
+                await at_spoke.next_msg(timeout=1)
+            await cross(ch, "open.c", at_spoke)
+            await ch.publish("private.a", b"no")  # deny_imports: the spoke does not take it
+            await ch.publish("open.d", b"yes")
+            await ch.flush()
+            while True:
+                m = await at_spoke.next_msg(timeout=5)
+                assert m.subject != "private.a"
+                if m.subject == "open.d":
+                    break
+        finally:
+            await ch.close()
+            await cs.close()
+
+
+@pytest.mark.parametrize(("hub_impl", "spoke_impl"), [("pynatsd", "nats"), ("nats", "pynatsd")])
+async def test_tls_handshake_first(certs: CertSet, hub_impl: str, spoke_impl: str) -> None:
+    lp = free_port()
+    hub_conf = (f'leafnodes {{ listen: "127.0.0.1:{lp}"\n tls {{ cert_file: "{certs.server.cert_file}", '
+                f'key_file: "{certs.server.key_file}", handshake_first: true }} }}\n')
+    spoke_conf = (f'leafnodes {{ remotes [ {{ url: "nats-leaf://localhost:{lp}", '
+                  f'tls {{ ca_file: "{certs.ca.cert_file}", handshake_first: true }} }} ] }}\n')
+    with ServerProcess(hub_impl, hub_conf) as hub, ServerProcess(spoke_impl, spoke_conf) as spoke:
+        ch = await nats.connect(hub.url)
+        cs = await nats.connect(spoke.url)
+        try:
+            await cross(cs, "tls.first", await ch.subscribe("tls.>"))
+        finally:
+            await ch.close()
+            await cs.close()
+
+
+async def test_bcrypt_leaf_user() -> None:
+    import bcrypt
+
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    lp = free_port()
+    hub_conf = f'leafnodes {{ listen: "127.0.0.1:{lp}"\n authorization {{ users [ {{ user: leaf, password: "{hashed}" }} ] }} }}\n'
+    with ServerProcess("pynatsd", hub_conf) as hub, ServerProcess(
+        "nats", f'leafnodes {{ remotes [ {{ url: "nats-leaf://leaf:s3cret@127.0.0.1:{lp}" }} ] }}\n'
+    ) as spoke:
+        ch = await nats.connect(hub.url)
+        cs = await nats.connect(spoke.url)
+        try:
+            await cross(cs, "b.1", await ch.subscribe("b.>"))
+        finally:
+            await ch.close()
+            await cs.close()
+
+
+async def test_monitoring_shapes_match_nats_server() -> None:
+    import json
+    import urllib.request
+
+    def get(port: int, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310 - loopback
+            return json.loads(r.read())
+
+    shapes = {}
+    for impl in ("nats", "pynatsd"):
+        lp, hh, sh = free_port(), free_port(), free_port()
+        with ServerProcess(impl, f'http: {hh}\nleafnodes {{ listen: "127.0.0.1:{lp}" }}\n'), \
+                ServerProcess(impl, f'http: {sh}\nleafnodes {{ remotes [ {{ url: "nats-leaf://127.0.0.1:{lp}" }} ] }}\n'):
+            await wait_until(lambda: get(hh, "/leafz")["leafnodes"] == 1, "the leaf to connect")  # noqa: B023
+            await wait_until(lambda: bool(get(hh, "/leafz")["leafs"][0]["rtt"]), "a first rtt")  # noqa: B023
+            shapes[impl] = (
+                set(get(hh, "/leafz?subs=1")["leafs"][0]) - {"compression"},
+                set(get(sh, "/leafz?subs=1")["leafs"][0]) - {"compression"},
+                set(get(hh, "/varz")["leaf"]),
+                set(get(sh, "/varz")["leaf"]),
+                get(sh, "/varz")["leaf"]["remotes"][0]["local_account"],
+                get(hh, "/varz")["leafnodes"],
+            )
+    assert shapes["pynatsd"] == shapes["nats"]
