@@ -280,6 +280,9 @@ class LeafConnection(ConnectionViews, asyncio.Protocol):
         self.echo = True
         self.stall = False
         self.perms = None
+        # (ClientPermissions | None) permissions of the leaf side of this connection: on the hub
+        # those of the user it logged in as; on the spoke those the hub sent (import/export)
+        self.acl: Any = None
         self._reading = False
         self._awaiting_tls = False
         self._auth_timer: asyncio.TimerHandle | None = None
@@ -996,6 +999,13 @@ class LeafManager:
         if connect_info:
             info["connect_info"] = True
             info["remote_account"] = conn.account_name
+            acl = conn.acl
+            if acl is not None:
+                src = acl.source
+                if src.subscribe is not None:
+                    info["import"] = _perm_json(src.subscribe)
+                if src.publish is not None:
+                    info["export"] = _perm_json(src.publish)
         if server.routes is not None:
             info["cluster"] = server.routes.cluster_name
         info["info_on_connect"] = True
@@ -1082,12 +1092,21 @@ class LeafManager:
             return
         creds = Credentials(user=user, password=given, token=doc.get("auth_token") if isinstance(doc.get("auth_token"), str) else None)
         decision = authz.authenticate(creds, cert, map_users=bool(tls is not None and tls.verify_and_map))
-        if decision is None:
+        result = decision.result if isinstance(decision, BcryptCheck) else decision
+        if result is not None and result.user is not None:
+            types = {t.upper() for t in result.user.allowed_connection_types}
+            if types and "LEAFNODE" not in types:
+                result = None  # a user limited to other connection types
+        if decision is None or result is None:
             fail()
-        elif isinstance(decision, BcryptCheck):
-            self._bcrypt(conn, doc, decision.hashed, decision.plain, decision.result.account)
+            return
+        # the user's permissions, seen from the leaf: publish = what it may send us,
+        # subscribe = what it may receive
+        conn.acl = result.permissions
+        if isinstance(decision, BcryptCheck):
+            self._bcrypt(conn, doc, decision.hashed, decision.plain, result.account)
         else:
-            conn.accepted(doc, decision.account)
+            conn.accepted(doc, result.account)
 
     def _bcrypt(self, conn: LeafConnection, doc: dict[str, Any], hashed: str, plain: str, account: str) -> None:
         from pynatsd.auth import bcrypt_verify
@@ -1108,7 +1127,23 @@ class LeafManager:
         task.add_done_callback(self._tasks.discard)
 
     def async_info(self, conn: LeafConnection, info: dict[str, Any]) -> None:
-        pass  # connect_info and later INFOs: nothing we act on yet
+        """The hub's INFO after CONNECT (``connect_info``): its ``import``/``export`` lists are
+        our permissions on this connection (subscribe/publish), as nats-server applies them."""
+        imp, exp = info.get("import"), info.get("export")
+        if imp is None and exp is None:
+            return
+        from pynatsd.auth import ClientPermissions
+        from pynatsd.config.options import Permissions
+
+        conn.acl = ClientPermissions(Permissions(publish=_perm_from_json(exp), subscribe=_perm_from_json(imp)))
+        # interest already sent that the hub does not let us subscribe to is withdrawn
+        parts = []
+        for key in list(conn.sent):
+            if not conn.acl.can_subscribe(key[0]):
+                del conn.sent[key]
+                parts.append(ls_minus(key[0], key[1]))
+        if parts:
+            conn.enqueue(b"".join(parts))
 
     # -- registration and interest ------------------------------------------------------------------
 
@@ -1149,6 +1184,10 @@ class LeafManager:
         r = conn.remote
         if r is not None and r.perms is not None and not r.perms.can_subscribe(subject):
             return False
+        acl = conn.acl
+        if acl is not None:
+            # our interest tells the peer what to send us: on the hub, what the leaf may publish
+            return bool(acl.can_subscribe(subject) if conn.solicited else acl.can_publish(subject))
         return True
 
     def _update(self, accb: bytes, subject: bytes, queue: bytes) -> None:
@@ -1221,7 +1260,10 @@ class LeafManager:
             conn.close(REASON_LOOP, text)
             return
         r = conn.remote
-        if r is not None and r.perms is not None and not r.perms.can_publish(subject):
+        acl = conn.acl
+        if (r is not None and r.perms is not None and not r.perms.can_publish(subject)) or (
+            acl is not None and not (acl.can_publish(subject) if conn.solicited else acl.can_subscribe(subject))
+        ):
             conn.debug(f"Not permitted to import subscription {wire.go_quote(subject.decode('utf-8', 'replace'))}")
             return
         key = (subject, queue)
@@ -1320,6 +1362,9 @@ class LeafManager:
             r = conn.remote
             if r is not None and r.perms is not None and not r.perms.can_publish(subject):
                 continue  # deny_exports
+            acl = conn.acl
+            if acl is not None and not (acl.can_publish(subject) if conn.solicited else acl.can_subscribe(subject)):
+                continue
             conn.send_msg(subject, reply, qs, hdr_len, data)
             sent = True
         return sent
@@ -1337,6 +1382,10 @@ class LeafManager:
         r = conn.remote
         if r is not None and r.perms is not None and not r.perms.can_subscribe(subject):
             return  # deny_imports
+        acl = conn.acl
+        if acl is not None and not (acl.can_subscribe(subject) if conn.solicited else acl.can_publish(subject)):
+            conn.debug(f"Not permitted to deliver to {wire.go_quote(subject.decode('utf-8', 'replace'))}")
+            return
         stats = server.stats
         stats.in_msgs += 1
         stats.in_bytes += len(data)
@@ -1410,6 +1459,28 @@ class _BothTrie(LeafInterestTrie):
             self._routes.local_interest_removed(subject, queue, self._account)
             self._leafs.local_removed(self._account, subject, queue)
         return removed
+
+
+def _perm_json(sp: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if sp.allow is not None:
+        out["allow"] = list(sp.allow)
+    if sp.deny:
+        out["deny"] = list(sp.deny)
+    return out
+
+
+def _perm_from_json(doc: Any) -> Any:
+    from pynatsd.config.options import SubjectPermission
+
+    if not isinstance(doc, dict):
+        return None
+    allow = doc.get("allow")
+    deny = doc.get("deny") or ()
+    return SubjectPermission(
+        allow=tuple(str(x) for x in allow) if isinstance(allow, list) else None,
+        deny=tuple(str(x) for x in deny if isinstance(x, str)),
+    )
 
 
 def _go_field() -> str:
