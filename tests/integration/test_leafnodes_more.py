@@ -466,3 +466,26 @@ async def test_leaf_user_permissions(hub_impl: str, spoke_impl: str) -> None:
         finally:
             await ch.close()
             await cs.close()
+
+
+def test_min_version_refusal_matches_nats_server() -> None:
+    """The connect_info INFO, then -ERR with nats-server's text, for an older leaf."""
+    answers = {}
+    for impl in ("nats", "pynatsd"):
+        port = free_port()
+        with ServerProcess(impl, f'leafnodes {{ listen: "127.0.0.1:{port}", min_version: "2.99.0" }}\n'):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                f = s.makefile("rb")
+                f.readline()
+                s.sendall(b'CONNECT {"version":"2.15.1","name":"x","server_id":"NX"}\r\n')
+                second = f.readline()
+                assert second.startswith(b"INFO ") and b'"connect_info":true' in second
+                answers[impl] = f.readline()
+    assert answers["pynatsd"] == answers["nats"] == b"-ERR 'connection rejected since minimum version required is \"2.99.0\"'\r\n"
+
+
+def test_ocsp_peer_on_leafnodes_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.conf"
+    path.write_text('leafnodes { port: -1, tls { cert_file: "a", key_file: "b", verify: true, ocsp_peer: true } }\n')
+    with pytest.raises(ConfigError, match="OCSP peer verification on leafnode connections"):
+        load_options(str(path))

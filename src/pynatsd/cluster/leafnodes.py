@@ -583,12 +583,6 @@ class LeafConnection(ConnectionViews, asyncio.Protocol):
             self.error(text)
             self.close(REASON_WRONG_PORT, text)
             return
-        minv = mgr.lopts.min_version
-        if minv and _version_tuple(str(doc.get("version") or "0.0.0")) < _version_tuple(minv):
-            text = f"connection rejected since minimum version required is {wire.go_quote(minv)}"
-            self.error(text)
-            self.close(REASON_MIN_VERSION, text)
-            return
         cluster = str(doc.get("cluster") or "")
         routes = self.server.routes
         if cluster and routes is not None and cluster == routes.cluster_name:
@@ -608,6 +602,13 @@ class LeafConnection(ConnectionViews, asyncio.Protocol):
         self.acc = acc
         self.account_name = account
         self.enqueue(rp.info_line(mgr.hub_info(self, connect_info=True)))
+        minv = mgr.lopts.min_version
+        if minv and _version_tuple(str(doc.get("version") or "0.0.0")) < _version_tuple(minv):
+            # after the connect_info INFO, as nats-server does
+            text = f"connection rejected since minimum version required is {wire.go_quote(minv)}"
+            self.error(f"{text} - Account:{account}")
+            self.close(REASON_MIN_VERSION, text)
+            return
         self._register()
 
     def _register(self) -> None:

@@ -1568,7 +1568,7 @@ class _Loader:
             elif lk == "remotes":
                 o["remotes"] = self.leaf_remotes(lv, kpos)
             elif lk == "tls":
-                o["tls"] = self.tls(lv, k, kpos, client_ctx=True)
+                o["tls"] = self.leaf_tls(lv, k, kpos)
             elif lk in ("reconnect", "reconnect_delay", "reconnect_interval"):
                 o["reconnect"] = self.seconds(lv, k, kpos, "") or 1.0
             elif lk == "min_version":
@@ -1583,6 +1583,12 @@ class _Loader:
             else:
                 self.unknown(v, k)
         return LeafNodeOptions(**o)
+
+    def leaf_tls(self, v: Any, key: str, pos: Pos) -> TLSOptions:
+        t = self.tls(v, key, pos, client_ctx=True)
+        if t.ocsp_peer is not None and t.ocsp_peer.verify:
+            self.refuse("ocsp_peer", pos, "OCSP peer verification on leafnode connections")
+        return t
 
     def leaf_compression(self, v: Any, key: str, pos: Pos) -> None:
         if not isinstance(v, (str, bool, ConfMap)):
@@ -1659,7 +1665,7 @@ class _Loader:
                 elif lk in ("account", "local"):
                     r["account"] = self.str_(rv, k, kpos)
                 elif lk == "tls":
-                    r["tls"] = self.tls(rv, k, kpos, client_ctx=True)
+                    r["tls"] = self.leaf_tls(rv, k, kpos)
                 elif lk in ("deny_imports", "deny_import"):
                     r["deny_imports"] = tuple(self.string_list(rv, k, kpos))
                 elif lk in ("deny_exports", "deny_export"):
