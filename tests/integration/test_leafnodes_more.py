@@ -415,6 +415,7 @@ async def test_monitoring_shapes_match_nats_server() -> None:
         with ServerProcess(impl, f'http: {hh}\nleafnodes {{ listen: "127.0.0.1:{lp}" }}\n'), \
                 ServerProcess(impl, f'http: {sh}\nleafnodes {{ remotes [ {{ url: "nats-leaf://127.0.0.1:{lp}" }} ] }}\n'):
             await wait_until(lambda: get(hh, "/leafz")["leafnodes"] == 1, "the leaf to connect")  # noqa: B023
+            await wait_until(lambda: get(sh, "/leafz")["leafnodes"] == 1, "the spoke to register it")  # noqa: B023
             await wait_until(lambda: bool(get(hh, "/leafz")["leafs"][0]["rtt"]), "a first rtt")  # noqa: B023
             shapes[impl] = (
                 set(get(hh, "/leafz?subs=1")["leafs"][0]) - {"compression"},
