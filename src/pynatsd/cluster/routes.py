@@ -1551,7 +1551,9 @@ class RouteManager:
 
     def _send_async_info_to_clients(self) -> None:
         server = self.server
-        if server.lame_duck_mode:
+        # nats-server sends its clients no connect_urls updates while it shuts down (its routes
+        # dropping then would otherwise yield one shrinking INFO per route just before the EOF).
+        if server.lame_duck_mode or not self.running:
             return
         for c in list(server.clients.values()):
             if c.protocol >= 1 and c.first_pong_sent and not c.closed:
