@@ -1357,7 +1357,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         result = acc.sublist.match(subject)
         routes = server.routes
         leafs = server.leafs
-        if routes is None and leafs is None:
+        if routes is None and leafs is None and server.gateways is None:
             got = deliver(
                 server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, result.queues
             )
@@ -1379,6 +1379,12 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             got = deliver(
                 server, self, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues
             ) or routed
+            gateways = server.gateways
+            if gateways is not None:
+                # gateways (cluster/gateways.py): once to each other cluster with interest
+                got = gateways.forward(
+                    acc, subject, reply, hdr_len if hdr_digits is not None else -1, data, result
+                ) or got
         if acc.service_imports is not None:
             # (accounts helper A) requests to another account's service (never from routes: the
             # server the requester is on does the import)

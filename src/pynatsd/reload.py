@@ -107,6 +107,13 @@ def _fmt(name: str, v: Any) -> str:
     return go_value(v)
 
 
+def _gw_gist(g: Any) -> str:
+    if g is None:
+        return "{}"
+    remotes = " ".join(f"{r.name}:{','.join(r.urls)}" for r in g.gateways)
+    return f"{{{g.name} {g.host} {g.port} [{remotes}] reject_unknown={str(g.reject_unknown_cluster).lower()}}}"
+
+
 def not_supported(go_name: str, old: Any, new: Any, name: str = "") -> ConfigError:
     return ConfigError(f"config reload not supported for {go_name}: old={_fmt(name, old)}, new={_fmt(name, new)}")
 
@@ -124,6 +131,7 @@ class ReloadPlan:
     monitor_ssl: ssl.SSLContext | None = None
     cluster_tls: tuple[ServerTLS, ClientTLS] | None = None
     leaf_tls: Any = None  # (leafnodes helper L) pynatsd.cluster.leafnodes.LeafReload
+    gateway_tls: tuple[Any, dict[str, Any]] | None = None  # (gateways helper G)
     authorizer: Authorizer | None = None
     auth_changed: bool = False
     client_pins_changed: bool = False
@@ -207,6 +215,7 @@ class _Differ:
         self.refuse("max_pending", "MaxPending")
         self._cluster()
         self._leafnodes()
+        self._gateway()
         self.notice("pid_file")
         self.notice("ports_file_dir")
         self.notice("log_file")
@@ -363,6 +372,23 @@ class _Differ:
                     )
         if ot is not None or [(r.urls, r.account) for r in ol.remotes] != [(r.urls, r.account) for r in nl.remotes]:
             self.notices.append("Reloaded: leafnodes")
+    def _gateway(self) -> None:
+        # (gateways helper G) as nats-server: only the tls blocks may change (rebuilt, files
+        # re-read, on every reload); any other gateway change refuses the reload
+        self.seen.add("gateway")
+        from pynatsd.cluster.gateways import without_tls
+
+        og, ng = without_tls(self.old.gateway), without_tls(self.new.gateway)
+        if og is not None and ng is not None:
+            og = dataclasses.replace(og, source=ng.source)
+        if og != ng:
+            raise ConfigError(
+                f"config reload not supported for Gateway: old={_gw_gist(self.old.gateway)}, "
+                f"new={_gw_gist(self.new.gateway)}"
+            )
+        g = self.new.gateway
+        if g is not None and (g.tls is not None or any(r.tls is not None for r in g.gateways)):
+            self.notices.append("Reloaded: gateway TLS")  # rebuilt from its files
 
     def _cluster_routes(self) -> None:
         oc, nc = self.old.cluster, self.new.cluster
@@ -464,6 +490,11 @@ def plan_reload(server: Server, new: ServerOptions) -> ReloadPlan:
         if new.leafnodes is not None and server.leafs is not None:
             where = "leafnodes.tls"
             plan.leaf_tls = server.leafs.build_reload(new.leafnodes)
+        if new.gateway is not None:
+            from pynatsd.cluster.gateways import build_gateway_tls
+
+            where = "gateway.tls"
+            plan.gateway_tls = build_gateway_tls(new.gateway, new.fips)
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever a TLS library raises, one line
@@ -557,6 +588,8 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
             server.routes.reload(old.cluster, new.cluster)  # routes, permissions, name, timing
     if plan.leaf_tls is not None and server.leafs is not None:
         server.leafs.reload(plan.leaf_tls)  # (leafnodes helper L) TLS contexts, remotes
+    if server.gateways is not None and plan.gateway_tls is not None:
+        server.gateways.install_tls(plan.gateway_tls)
     assert plan.authorizer is not None
     server.authorizer = plan.authorizer
     if plan.auth_changed:

@@ -276,6 +276,9 @@ class Server:
         # leaf nodes (pynatsd.cluster.leafnodes.LeafManager) when a leafnodes block is configured
         self.leafs: Any = None
         self.leafnode_port = 0
+        # gateways (pynatsd.cluster.gateways.GatewayManager) when a gateway block is configured
+        self.gateways: Any = None
+        self.gateway_port = 0
         self.tls: Any = None  # pynatsd.tls.context.ServerTLS when the client port has TLS
         self.tls_required = False
         self.tls_verify = False
@@ -340,6 +343,11 @@ class Server:
 
             # after the route manager: it wraps the trie the routes watch
             self.leafs = LeafManager(self)
+        if opts.gateway is not None:
+            from pynatsd.cluster.gateways import GatewayManager, install_interest_hooks
+
+            self.gateways = GatewayManager(self)
+            install_interest_hooks(self.gateways)
         port = 0 if opts.port == RANDOM_PORT else opts.port
         try:
             sock = listen_socket(opts.host, port)
@@ -374,6 +382,9 @@ class Server:
         if self.leafs is not None:
             await self.leafs.start()
             self.leafnode_port = self.leafs.port
+        if self.gateways is not None:
+            await self.gateways.start()
+            self.gateway_port = self.gateways.port
         from pynatsd.reload import start_tls_watch
 
         start_tls_watch(self)  # tls blocks with ``watch: true`` (helper R)
@@ -442,6 +453,8 @@ class Server:
             await self.leafs.shutdown()
         if self.routes is not None:
             await self.routes.shutdown()
+        if self.gateways is not None:
+            await self.gateways.shutdown()
         if self._rate_log_timer is not None:
             self._rate_log_timer.cancel()
             self._rate_log_timer = None
@@ -612,6 +625,11 @@ class Server:
             if leafs.forward(subject, reply, hdr_len if hdr_digits is not None else -1, data, result, acc.name_b):
                 routed = True
         got = deliver(self, src, subject, reply, size_digits, data, hdr_digits, hdr_len, result.plain, queues, depth)
+        gateways = self.gateways
+        if gateways is not None and not local_only:
+            routed = gateways.forward(
+                acc, subject, reply, hdr_len if hdr_digits is not None else -1, data, result
+            ) or routed
         return got or routed
 
     # -- output ----------------------------------------------------------------------------------

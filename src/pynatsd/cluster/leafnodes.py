@@ -1285,6 +1285,9 @@ class LeafManager:
                 routes = self.server.routes
                 if routes is not None:
                     routes.local_interest_added(subject, queue, accb)
+                gateways = self.server.gateways
+                if gateways is not None:  # (gateways helper G) leaf interest is cluster interest
+                    gateways.interest_changed(accb, subject, queue, 1)
         elif queue and weight != ls.weight:
             old = ls.weight
             ls.weight = max(weight, 1)
@@ -1307,6 +1310,9 @@ class LeafManager:
             routes = self.server.routes
             if routes is not None:
                 routes.local_interest_removed(ls.subject, ls.queue, accb)
+            gateways = self.server.gateways
+            if gateways is not None:  # (gateways helper G)
+                gateways.interest_changed(accb, ls.subject, ls.queue, -1)
 
     # -- messages -------------------------------------------------------------------------------------
 
@@ -1405,6 +1411,9 @@ class LeafManager:
             loc.queue_names = [g[0].queue for g in lq] if lq else []  # type: ignore[attr-defined]
             _, lq = routes.forward(subject, reply, hdr_len, data, loc, acc.name_b, queue_filter=queues)
         self.forward(subject, reply, hdr_len, data, res, acc.name_b, src=conn, queue_filter=queues)
+        gateways = server.gateways
+        if gateways is not None:  # (gateways helper G) to the other clusters with interest
+            gateways.forward(acc, subject, reply, hdr_len, data, res)
         if not res.plain and not lq:
             return
         size_digits = b"%d" % len(data)

@@ -693,6 +693,9 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
                 self.enqueue(rp.err_line("Invalid Subscription"))
                 return
             self.subs[key] = rs
+            gws = self.server.gateways
+            if gws is not None:  # (gateways) interest in this cluster changed
+                gws.interest_changed(account, subject, queue, 1)
         elif queue:
             rs.weight = max(weight, 1)  # in place: cached match results see it too
         leafs = self.server.leafs
@@ -710,6 +713,9 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
             leafs = self.server.leafs
             if leafs is not None:
                 leafs.route_interest(self.rid, account, subject, queue, 0)
+            gws = self.server.gateways
+            if gws is not None:
+                gws.interest_changed(account, subject, queue, -1)
 
     def _drop_remote_subs(self) -> None:
         mgr = self.manager
@@ -720,6 +726,9 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
                 remote.remove(rs.subject, rs.queue, rs)
             if leafs is not None:
                 leafs.route_interest(self.rid, rs.account, rs.subject, rs.queue, 0)
+            gws = self.server.gateways
+            if gws is not None:
+                gws.interest_changed(rs.account, rs.subject, rs.queue, -1)
         self.subs.clear()
 
     # -- messages ----------------------------------------------------------------------------------
@@ -1698,6 +1707,12 @@ class RouteManager:
         queue group)."""
         server = self.server
         acc = acc or server.gacc
+        gateways = server.gateways
+        if gateways is not None:
+            # (gateways) a _GR_ answer for us, or a request whose reply came with _GR_
+            subject = gateways.own_subject(subject)
+            if reply.startswith(b"_GR_."):
+                reply = gateways.track_reply(acc.name_b, reply)
         res = acc.sublist.match(subject)
         plain = res.plain
         lq = res.queues

@@ -7,7 +7,7 @@ reload), then runs the start-up validation (``validate=False`` skips it, as ``-t
 
 What pynatsd does not implement yet is handled in one of two ways:
 
-* features whose absence cannot weaken security (JetStream, gateways, leafnodes, websocket,
+* features whose absence cannot weaken security (JetStream, leafnodes, websocket,
   MQTT, ...) give a warning naming the key and saying it is ignored;
 * anything that decides who may connect or what they may do (accounts, operator
   and JWT mode, auth callout, proxies, ...) is refused with a ConfigError:
@@ -44,6 +44,7 @@ from pynatsd.config.options import (
     AccountOptions,
     AuthOptions,
     ClusterOptions,
+    GatewayOptions,
     LeafNodeOptions,
     LeafRemoteOptions,
     LeafUser,
@@ -51,6 +52,7 @@ from pynatsd.config.options import (
     OCSPOptions,
     OCSPPeerOptions,
     Permissions,
+    RemoteGatewayOptions,
     ResponsePermission,
     ServerOptions,
     ServiceExport,
@@ -641,7 +643,9 @@ class _Loader:
             self.refuse(k, pos, "the default sentinel JWT (auth callout)")
         elif lk == "proxies":
             self.refuse(k, pos, "trusted proxies")
-        elif lk in ("gateway", "websocket", "ws", "mqtt", "jetstream", "default_js_domain"):
+        elif lk == "gateway":
+            kw["gateway"] = self.gateway(v, k, pos)
+        elif lk in ("websocket", "ws", "mqtt", "jetstream", "default_js_domain"):
             self.unsupported(k, pos)
         elif lk in ("leafnodes", "leaf"):
             kw["leafnodes"] = self.leafnodes(v, k, pos)
@@ -1704,6 +1708,104 @@ class _Loader:
             self.err(f"error parsing leafnode url [{_go_quote(url.strip())}]", pos)
         if parts.scheme.lower() in ("ws", "wss"):
             self.refuse("url", pos, "websocket leafnode remotes")
+    def gateway(self, v: Any, key: str, pos: Pos) -> GatewayOptions:
+        """(gateways helper G) the ``gateway {}`` block, with nats-server's parse-time checks;
+        the start-up checks (name, port, remote names and URLs) are in cluster/gateways.py."""
+        if not isinstance(v, ConfMap):
+            self.err(f"Expected map to define gateway, got {_tname(v)}", pos)
+        o: dict[str, Any] = {"source": Source(pos.file, pos.line)}
+        for k, gv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk == "name":
+                name = self.str_(gv, k, kpos)
+                if " " in name:
+                    self.err("gateway name cannot contain spaces", kpos)
+                o["name"] = name
+            elif lk == "listen":
+                host, port = self.listen_(gv, kpos)
+                o["host"] = host or DEFAULT_HOST
+                o["port"] = port
+            elif lk == "port":
+                o["port"] = self.int_(gv, k, kpos)
+            elif lk in ("host", "net"):
+                o["host"] = self.str_(gv, k, kpos)
+            elif lk == "authorization":
+                a = self.authorization(gv, k, kpos)
+                if a.users is not None:
+                    self.err("Gateway authorization does not allow multiple users", kpos)
+                if a.token:
+                    self.err("Gateway authorization does not support tokens", kpos)
+                if a.default_permissions is not None:
+                    self.refuse(k, kpos, "permissions in the gateway authorization block")
+                o["username"] = a.user
+                o["password"] = a.password
+                o["auth_timeout"] = a.timeout
+            elif lk == "tls":
+                o["tls"] = self.gateway_tls(gv, k, kpos)
+            elif lk in ("advertise", "gateway_advertise"):
+                o["advertise"] = self.str_(gv, k, kpos)
+            elif lk in ("reject_unknown", "reject_unknown_cluster"):
+                o["reject_unknown_cluster"] = self.bool_(gv, k, kpos)
+            elif lk == "connect_backoff":
+                o["connect_backoff"] = self.bool_(gv, k, kpos)
+            elif lk == "connect_retries":
+                o["connect_retries"] = self.int_(gv, k, kpos)
+            elif lk == "gateways":
+                if not isinstance(gv, ConfList):
+                    self.err(f"Expected gateways field to be an array, got {_tname(gv)}", kpos)
+                o["gateways"] = tuple(self.remote_gateway(g, gpos) for g, gpos in zip(gv, gv.pos, strict=True))
+            elif lk in ("ping_interval", "write_deadline", "write_timeout"):
+                self.refuse(k, kpos, f"gateway {lk}")
+            else:
+                self.unknown(v, k)
+        return GatewayOptions(**o)
+
+    def remote_gateway(self, v: Any, pos: Pos) -> RemoteGatewayOptions:
+        if not isinstance(v, ConfMap):
+            self.err(f"Expected gateway entry to be a map/struct, got {_tname(v)}", pos)
+        o: dict[str, Any] = {}
+        urls: list[str] = []
+        for k, gv in v.items():
+            kpos = v.pos[k]
+            lk = k.lower()
+            if lk == "name":
+                o["name"] = self.str_(gv, k, kpos)
+            elif lk == "url":
+                urls.append(self.gateway_url(self.str_(gv, k, kpos), kpos))
+            elif lk == "urls":
+                urls.extend(self.gateway_url(u, kpos) for u in self.string_list(gv, k, kpos))
+            elif lk == "tls":
+                o["tls"] = self.gateway_tls(gv, k, kpos)
+            else:
+                self.unknown(v, k)
+        o["urls"] = tuple(urls)
+        return RemoteGatewayOptions(**o)
+
+    def gateway_tls(self, v: Any, key: str, pos: Pos) -> TLSOptions:
+        """A gateway tls block; the certificate-based gateway authorization options are not
+        implemented and refused (ignoring them would change who may connect)."""
+        t = self.tls(v, key, pos, client_ctx=False)
+        for name, on in (
+            ("verify_and_map", t.verify_and_map),
+            ("verify_cert_and_check_known_urls", t.verify_cert_and_check_known_urls),
+            ("pinned_certs", t.pinned_certs is not None),
+            ("ocsp_peer", t.ocsp_peer is not None),
+            ("handshake_first", t.handshake_first is not False),
+        ):
+            if on:
+                self.refuse(name, pos, f"{name} in a gateway tls block")
+        return t
+
+    def gateway_url(self, text: str, pos: Pos) -> str:
+        try:
+            u = urlsplit(text if "://" in text else "nats://" + text)
+            u.port  # noqa: B018 - validates the port
+        except ValueError as e:
+            self.err(f"error parsing gateway url [{text!r}]: {e}", pos)
+        if not u.hostname:
+            self.err(f"error parsing gateway url [{text!r}]: missing host", pos)
+        return text
 
     def cluster_perm_subjects(self, perms: Permissions, pos: Pos) -> None:
         for side, sp in (("import", perms.publish), ("export", perms.subscribe)):

@@ -296,6 +296,34 @@ class ClusterOptions:
 
 
 @dataclass(frozen=True)
+class RemoteGatewayOptions:
+    """(added by gateways helper G) one entry of ``gateway { gateways: [...] }``."""
+
+    name: str = ""
+    urls: tuple[str, ...] = ()
+    tls: TLSOptions | None = None
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """(added by gateways helper G) the ``gateway {}`` block (super-cluster)."""
+
+    name: str = ""
+    host: str = DEFAULT_HOST
+    port: int = 0
+    advertise: str | None = None
+    username: str | None = None
+    password: str | None = None
+    auth_timeout: float | None = None
+    tls: TLSOptions | None = None
+    gateways: tuple[RemoteGatewayOptions, ...] = ()
+    reject_unknown_cluster: bool = False
+    connect_retries: int = 0
+    connect_backoff: bool = False
+    source: Source = field(default_factory=Source)
+
+
+@dataclass(frozen=True)
 class ServerOptions:
     config_file: str | None = None
     server_name: str | None = None
@@ -347,6 +375,7 @@ class ServerOptions:
     cluster: ClusterOptions | None = None
     # (leafnodes helper L)
     leafnodes: LeafNodeOptions | None = None
+    gateway: GatewayOptions | None = None  # (gateways helper G)
 
     # (added by OCSP helper O) OCSP stapling, the peer-check response cache, and store_dir
     # (nats-server's JetStream directory; pynatsd only keeps OCSP staples under <store_dir>/ocsp)

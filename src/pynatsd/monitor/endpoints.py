@@ -314,7 +314,7 @@ def varz(
             "max_payload": opts.max_payload,
             "max_pending": opts.max_pending,
             "cluster": _cluster_varz(server),
-            "gateway": {},
+            "gateway": server.gateways.varz() if getattr(server, "gateways", None) is not None else {},
             "leaf": _leaf_varz(server),
             "mqtt": {},
             "websocket": {},
@@ -807,12 +807,15 @@ def routez(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = N
 def gatewayz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = None) -> dict[str, Any]:
     q_subs(query)
     q_bool(query, "accs")
-    return {
-        "server_id": server.server_id,
-        "now": now or utcnow(),
-        "outbound_gateways": {},
-        "inbound_gateways": {},
-    }
+    now = now or utcnow()
+    out: dict[str, Any] = {"server_id": server.server_id, "now": now}
+    gateways = getattr(server, "gateways", None)  # pynatsd.cluster.gateways.GatewayManager
+    if gateways is not None:
+        out.update(gateways.gatewayz(query, now))
+        return out
+    out["outbound_gateways"] = {}
+    out["inbound_gateways"] = {}
+    return out
 
 
 def leafz(server: Any, query: Mapping[str, str], *, now: dt.datetime | None = None) -> dict[str, Any]:
