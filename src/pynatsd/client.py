@@ -684,6 +684,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             and not self.verbose
             and getattr(server, "routes", None) is None
             and getattr(server, "leafs", None) is None
+            and getattr(server, "gateways", None) is None
             and self.acc.service_imports is None
         )
 

@@ -91,13 +91,13 @@ gateway {{
 """
 
 
-def build(a_impls: list[str], b_impls: list[str], tls: str = "", extra: str = "") -> Super:
+def build(a_impls: list[str], b_impls: list[str], tls: str = "", extra: str = "", extra_a: str = "") -> Super:
     a = [Node(i, "A", free_port(), free_port(), free_port()) for i in a_impls]
     b = [Node(i, "B", free_port(), free_port(), free_port()) for i in b_impls]
     nodes = a + b
     for n in nodes:
         mine, theirs = (a, b) if n in a else (b, a)
-        n.proc = ServerProcess(n.impl, node_conf(n, mine, theirs, tls, extra))
+        n.proc = ServerProcess(n.impl, node_conf(n, mine, theirs, tls, extra + (extra_a if n in a else "")))
     with concurrent.futures.ThreadPoolExecutor(len(nodes)) as pool:
         futures = [pool.submit(n.proc.start) for n in nodes if n.proc is not None]
         errors = [f.exception() for f in futures]
@@ -120,7 +120,14 @@ def wait_gateways(s: Super) -> None:
     deadline = time.monotonic() + DEADLINE
     for mine, theirs in ((s.a, s.b), (s.b, s.a)):
         while True:
-            gzs = [n.mon("/gatewayz") for n in mine]
+            try:
+                gzs = [n.mon("/gatewayz") for n in mine]
+            except OSError as e:  # ready (ports file) can come just before the monitor listens
+                if time.monotonic() > deadline:
+                    logs = "\n".join(n.proc.logs() for n in mine if n.proc)
+                    raise AssertionError(f"monitoring not reachable: {e}\n{logs}") from None
+                time.sleep(0.05)
+                continue
             inbound = sum(len(v) for gz in gzs for v in gz["inbound_gateways"].values())
             if all(len(gz["outbound_gateways"]) == 1 for gz in gzs) and inbound == len(theirs):
                 break
@@ -134,8 +141,8 @@ def wait_gateways(s: Super) -> None:
 def supercluster_factory() -> Iterator[Any]:
     made: list[Super] = []
 
-    def make(a: list[str], b: list[str], tls: str = "", extra: str = "") -> Super:
-        s = build(a, b, tls, extra)
+    def make(a: list[str], b: list[str], tls: str = "", extra: str = "", extra_a: str = "") -> Super:
+        s = build(a, b, tls, extra, extra_a)
         made.append(s)
         wait_gateways(s)
         return s
@@ -439,6 +446,55 @@ def check_monitoring_shapes(ns: Node, py: Node) -> None:
     assert [g["name"] for g in vo["gateways"]] == ["B"] and len(vo["gateways"][0]["urls"]) == 2
 
 
+# -- leaf nodes behind a gateway ------------------------------------------------------------------
+
+
+SYS = "system_account: SYS\naccounts { SYS {} }\n"
+
+
+async def test_leafnode_behind_gateway(supercluster_factory: Any) -> None:
+    """A nats-server leaf spoke on pynatsd A: its interest and messages cross to B, and B's
+    messages reach it (gateway <-> leaf forwarding in both directions)."""
+    lp = free_port()
+    s: Super = supercluster_factory(["pynatsd"], ["pynatsd"], extra=SYS, extra_a=f'leafnodes {{ listen: "127.0.0.1:{lp}" }}')
+    spoke = ServerProcess("nats", f'leafnodes {{ remotes: [ {{ url: "nats://127.0.0.1:{lp}" }} ] }}')
+    try:
+        await asyncio.to_thread(spoke.start)
+        deadline = time.monotonic() + DEADLINE
+        while s.a[0].mon("/leafz")["leafnodes"] != 1:
+            assert time.monotonic() < deadline, spoke.logs()
+            await asyncio.sleep(0.05)
+        leaf = await nats.connect(spoke.url, allow_reconnect=False)
+        s.clients.append(leaf)
+        nb = await s.client(s.b[0])
+        box = Box()
+        await leaf.subscribe("to.leaf", cb=box.cb("leaf"))
+        await nb.subscribe("to.b", cb=box.cb("b"))
+        await leaf.flush()
+        await nb.flush()
+        await until_flows(nb, "to.leaf", box, "leaf")
+        await until_flows(leaf, "to.b", box, "b")
+
+        async def respond(m: Msg) -> None:
+            await m.respond(b"leaf says " + m.data)
+
+        await leaf.subscribe("leaf.svc", cb=respond)
+        await leaf.flush()
+        await until_flows(nb, "to.leaf", box, "leaf")  # a later subscription's interest is there too
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                r = await nb.request("leaf.svc", b"hi", timeout=0.5)
+                break
+            except nats.errors.NoRespondersError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        assert r.data == b"leaf says hi"
+    finally:
+        await close_clients(s)
+        spoke.cleanup()
+
+
 # -- TLS ------------------------------------------------------------------------------------------
 
 
@@ -658,6 +714,8 @@ START_ERRORS = [
     ("gateway { name: A, port: -1, gateways: [ {name: B} ] }", 'gateway "B" has no URL'),
     ('gateway { name: A, port: -1, gateways: [ {url: "nats://127.0.0.1:1"} ] }', "gateway in the list 0 has no name"),
     ("gateway { name: A }", 'gateway "A" has no port specified (select -1 for random port)'),
+    ("leafnodes { port: -1 }\ngateway { name: A, port: -1 }",
+     "leaf nodes and gateways (both being defined) require a system account to also be configured"),
 ]
 
 
@@ -708,3 +766,53 @@ async def test_reload_refuses_gateway_changes_like_nats_server(tmp_path: Path) -
         port = free_port()
         conf = _gw_conf(port, free_port(), remote="B")
         changed = conf.replace("name: A", "name: Z")
+
+
+# -- the README's configuration, verbatim ---------------------------------------------------------
+
+
+def readme_block(title: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = text[text.index(f"`{title}`:"):]
+    start = after.index("```\n") + 4
+    return after[start:after.index("```", start)]
+
+
+async def test_readme_gateway_configs(tmp_path: Path) -> None:
+    """The two README files, as written (only the four ports swapped for free ones), with
+    certificates from ``pynatsd certs``: pynatsd as A, nats-server as B, over TLS."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pynatsd", "certs", "certs"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=60)
+    ports = {p: free_port() for p in ("4222", "7222", "4223", "7223")}
+    procs = []
+    for title, impl, client_port in (("gateway-a.conf", "pynatsd", "4222"), ("gateway-b.conf", "nats", "4223")):
+        import re
+
+        conf = re.sub(r"\b(4222|7222|4223|7223)\b", lambda m: str(ports[m.group(1)]), readme_block(title))
+        d = tmp_path / impl
+        d.mkdir()
+        (d / "certs").symlink_to(tmp_path / "certs")
+        procs.append(ServerProcess(impl, conf, port=ports[client_port], workdir=d))
+    try:
+        for p in procs:
+            await asyncio.to_thread(p.start)
+        na = await nats.connect(procs[0].url, allow_reconnect=False)
+        nb = await nats.connect(procs[1].url, allow_reconnect=False)
+        box = Box()
+        await nb.subscribe("readme.>", cb=box.cb("b"))
+        await na.subscribe("back.>", cb=box.cb("a"))
+        await nb.flush()
+        await na.flush()
+        try:
+            await until_flows(na, "readme.x", box, "b")
+            await until_flows(nb, "back.y", box, "a")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{procs[0].logs()}\n{procs[1].logs()}") from None
+        await na.close()
+        await nb.close()
+    finally:
+        for p in procs:
+            p.cleanup()

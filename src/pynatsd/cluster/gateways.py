@@ -494,6 +494,9 @@ class GatewayConnection(ConnectionViews, asyncio.Protocol):
         except ValueError:
             return
         self.subs[key] = s
+        leafs = self.server.leafs
+        if leafs is not None:  # as nats-server: the other cluster's interest reaches leaf nodes
+            leafs.route_interest(self.gid, account, subject, queue, 1)
 
     def _on_unsub(self, account: bytes, subject: bytes, queue: bytes) -> None:
         s = self.subs.pop((account, subject, queue), None)
@@ -501,6 +504,9 @@ class GatewayConnection(ConnectionViews, asyncio.Protocol):
             trie = self.interest.get(account)
             if trie is not None:
                 trie.remove(subject, queue, s)
+            leafs = self.server.leafs
+            if leafs is not None:
+                leafs.route_interest(self.gid, account, subject, queue, 0)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -618,6 +624,10 @@ class GatewayConnection(ConnectionViews, asyncio.Protocol):
                     pass
         kind = "Outbound" if self.outbound else "Inbound"
         self.notice(f"{kind} gateway connection to {wire.go_quote(self.name)} closed: {reason}")
+        leafs = self.server.leafs
+        if leafs is not None:
+            for a, subj, q in self.subs:
+                leafs.route_interest(self.gid, a, subj, q, 0)
         self.interest.clear()
         self.subs.clear()
         self.manager.conn_closed(self)

@@ -2126,6 +2126,9 @@ def load_options(
         config_digest=digest,
         **kw,
     )
+    if validate and opts.gateway is not None and opts.leafnodes is not None and loader.system_account is None:
+        # (gateways helper G) nats-server's start-up check (an explicit system_account)
+        raise ConfigError("leaf nodes and gateways (both being defined) require a system account to also be configured")
     if validate:
         extra = _validate(opts, users_defined)
         if extra:
