@@ -336,11 +336,11 @@ def test_empty_file_is_a_check_warning(tmp_path: Path) -> None:
 
 def test_unsupported_features_warn(tmp_path: Path) -> None:
     # (leafnodes helper L) leafnodes is supported now: its block is taken, not warned about;
-    # (gateways helper G) so is gateway
-    o = load(tmp_path, "jetstream {}\nleafnodes { port: 7422 }\ngateway { name: x }\nwebsocket { port: 1 }\n")
+    # (gateways helper G) so is gateway (test_gateways.py)
+    o = load(tmp_path, "jetstream {}\nleafnodes { port: 7422 }\nwebsocket { port: 1 }\n")
     assert len(o.warnings) == 2 and not o.config_warnings
     assert all("not supported by pynatsd yet, ignored" in w for w in o.warnings)
-    assert '"websocket"' in o.warnings[1] and ":4:" in o.warnings[1]
+    assert '"websocket"' in o.warnings[1] and ":3:" in o.warnings[1]
     assert o.leafnodes is not None and o.leafnodes.port == 7422
 
 
