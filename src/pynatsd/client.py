@@ -162,6 +162,27 @@ def _conn_label(version: str, lang: str, name: str) -> str:
     return ":".join(parts)
 
 
+def shut_transports(transport: Any, raw: Any, *, flush: bool) -> None:
+    """End a connection's transports: close (after what is queued) or abort; when TLS runs over a
+    raw transport, an abort ends the raw one too. Client, route, leaf and gateway connections."""
+    if transport is None:
+        if raw is not None:
+            raw.abort()
+        return
+    try:
+        if flush:
+            transport.close()
+        else:
+            transport.abort()
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+    if transport is not raw and raw is not None and not flush:
+        try:
+            raw.abort()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 class ConnectionViews:
     """Monitoring views shared by client and route connections (both keep an outbound list of
     ``out_size`` bytes, a transport, and the times of their last read and write)."""
@@ -613,22 +634,7 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
         self._backlog = None
         self.out.clear()
         self.out_size = 0
-        t = self.transport
-        if t is not None:
-            try:
-                if flush:
-                    t.close()
-                else:
-                    t.abort()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-            if t is not self.raw_transport and self.raw_transport is not None and not flush:
-                try:
-                    self.raw_transport.abort()
-                except Exception:  # noqa: BLE001
-                    pass
-        elif self.raw_transport is not None:
-            self.raw_transport.abort()
+        shut_transports(self.transport, self.raw_transport, flush=flush)
         sublist = self.acc.sublist
         for sub in self.subs.values():
             sublist.remove(sub.subject, sub.queue, sub)

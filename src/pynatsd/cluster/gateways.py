@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, deliver
+from pynatsd.client import ConnectionViews, deliver, shut_transports
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
@@ -608,20 +608,7 @@ class GatewayConnection(ConnectionViews, asyncio.Protocol):
         self._auth_timer = self._ping_timer = None
         self.out.clear()
         self.out_size = 0
-        t = self.transport
-        if t is not None:
-            try:
-                if flush:
-                    t.close()
-                else:
-                    t.abort()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-            if t is not self.raw_transport and self.raw_transport is not None and not flush:
-                try:
-                    self.raw_transport.abort()
-                except Exception:  # noqa: BLE001
-                    pass
+        shut_transports(self.transport, self.raw_transport, flush=flush)
         kind = "Outbound" if self.outbound else "Inbound"
         self.notice(f"{kind} gateway connection to {wire.go_quote(self.name)} closed: {reason}")
         leafs = self.server.leafs

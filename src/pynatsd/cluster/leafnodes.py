@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, deliver
+from pynatsd.client import ConnectionViews, deliver, shut_transports
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     R_CLOSE,
@@ -717,20 +717,7 @@ class LeafConnection(ConnectionViews, asyncio.Protocol):
         self._auth_timer = self._ping_timer = self._info_timer = None
         self.out.clear()
         self.out_size = 0
-        t = self.transport
-        if t is not None:
-            try:
-                if flush:
-                    t.close()
-                else:
-                    t.abort()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-            if t is not self.raw_transport and self.raw_transport is not None and not flush:
-                try:
-                    self.raw_transport.abort()
-                except Exception:  # noqa: BLE001
-                    pass
+        shut_transports(self.transport, self.raw_transport, flush=flush)
         remote = f" - Remote: {self.remote_name}" if self.remote_name else ""
         self.notice(f"Leafnode connection closed: {reason}{remote}")
         self.manager.closed(self)
