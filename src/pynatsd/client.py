@@ -183,6 +183,31 @@ def shut_transports(transport: Any, raw: Any, *, flush: bool) -> None:
             pass
 
 
+class PrefixedLog:
+    """Log lines prefixed with a server-to-server connection's ``_ncs`` ("ip:port - rid:N"):
+    route, leaf and gateway connections. Debug and trace lines are skipped before formatting
+    when those levels are off."""
+
+    _ncs: str
+
+    def debug(self, msg: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s - %s", self._ncs, msg)
+
+    def notice(self, msg: str) -> None:
+        log.info("%s - %s", self._ncs, msg)
+
+    def warn(self, msg: str) -> None:
+        log.warning("%s - %s", self._ncs, msg)
+
+    def error(self, msg: str) -> None:
+        log.error("%s - %s", self._ncs, msg)
+
+    def trace(self, msg: str) -> None:
+        if log.isEnabledFor(TRACE):
+            log.log(TRACE, "%s - %s", self._ncs, msg)
+
+
 class ConnectionViews:
     """Monitoring views shared by client and route connections (both keep an outbound list of
     ``out_size`` bytes, a transport, and the times of their last read and write)."""

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, deliver, shut_transports
+from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
@@ -61,7 +61,6 @@ from pynatsd.cluster.protocol import (
     RouteParser,
 )
 from pynatsd.errors import ConfigError
-from pynatsd.log import TRACE
 from pynatsd.protocol import wire
 from pynatsd.subjects import SubjectTrie
 
@@ -194,7 +193,7 @@ class GwSub:
         self.queue = queue
 
 
-class GatewayConnection(ConnectionViews, asyncio.Protocol):
+class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     """One gateway connection, outbound (we dialed ``remote``) or inbound (accepted)."""
 
     def __init__(self, manager: GatewayManager, remote: RemoteGateway | None = None,
@@ -245,18 +244,6 @@ class GatewayConnection(ConnectionViews, asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<GatewayConnection gid={self.gid} {'out' if self.outbound else 'in'} {self.name or '?'}>"
-
-    def debug(self, msg: str) -> None:
-        log.debug("%s - %s", self._ncs, msg)
-
-    def notice(self, msg: str) -> None:
-        log.info("%s - %s", self._ncs, msg)
-
-    def error(self, msg: str) -> None:
-        log.error("%s - %s", self._ncs, msg)
-
-    def trace(self, msg: str) -> None:
-        log.log(TRACE, "%s - %s", self._ncs, msg)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, deliver, shut_transports
+from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     R_CLOSE,
@@ -59,7 +59,6 @@ from pynatsd.cluster.protocol import (
     RouteParser,
     _msg_args,
 )
-from pynatsd.log import TRACE
 from pynatsd.protocol import wire
 from pynatsd.subjects import SubjectTrie
 
@@ -233,7 +232,7 @@ class LeafInterestTrie(SubjectTrie[Any]):
 # -- one connection -----------------------------------------------------------------------------
 
 
-class LeafConnection(ConnectionViews, asyncio.Protocol):
+class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     """One leafnode connection (see the module docstring)."""
 
     def __init__(self, manager: LeafManager, remote: RemoteState | None = None) -> None:
@@ -294,20 +293,6 @@ class LeafConnection(ConnectionViews, asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<LeafConnection lid={self.lid} {self.host}:{self.port} remote={self.remote_name or '?'}>"
-
-    # -- logging ---------------------------------------------------------------------------------
-
-    def debug(self, msg: str) -> None:
-        log.debug("%s - %s", self._ncs, msg)
-
-    def notice(self, msg: str) -> None:
-        log.info("%s - %s", self._ncs, msg)
-
-    def error(self, msg: str) -> None:
-        log.error("%s - %s", self._ncs, msg)
-
-    def trace(self, msg: str) -> None:
-        log.log(TRACE, "%s - %s", self._ncs, msg)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, deliver, shut_transports
+from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
@@ -87,7 +87,6 @@ from pynatsd.cluster.protocol import (
     R_UNSUB,
     RouteParser,
 )
-from pynatsd.log import TRACE
 from pynatsd.protocol import wire
 from pynatsd.server import ServerStats, go_field
 from pynatsd.subjects import MatchResult, SubjectTrie
@@ -304,7 +303,7 @@ class ClusterStats(ServerStats):
         return self.stale_connections - self.stale_connections_routes
 
 
-class RouteConnection(ConnectionViews, asyncio.Protocol):
+class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     """One route connection (accepted or solicited). See the module docstring."""
 
     def __init__(
@@ -376,23 +375,6 @@ class RouteConnection(ConnectionViews, asyncio.Protocol):
 
     def __repr__(self) -> str:
         return f"<RouteConnection rid={self.rid} {self.host}:{self.port} remote={self.remote_name or '?'}>"
-
-    # -- logging -----------------------------------------------------------------------------
-
-    def debug(self, msg: str) -> None:
-        log.debug("%s - %s", self._ncs, msg)
-
-    def notice(self, msg: str) -> None:
-        log.info("%s - %s", self._ncs, msg)
-
-    def warn(self, msg: str) -> None:
-        log.warning("%s - %s", self._ncs, msg)
-
-    def error(self, msg: str) -> None:
-        log.error("%s - %s", self._ncs, msg)
-
-    def trace(self, msg: str) -> None:
-        log.log(TRACE, "%s - %s", self._ncs, msg)
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
