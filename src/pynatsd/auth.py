@@ -259,10 +259,13 @@ class Authorizer:
         cert: Any = None,
         map_users: bool = False,
         debug: Callable[[str], None] | None = None,
+        peer_certs: int = 1,
     ) -> AuthDecision:
         """Decide a CONNECT. ``map_users``: the TLS block has verify_and_map, so the client
-        certificate ``cert`` (a cryptography x509.Certificate, the verified leaf) names the user.
-        ``debug`` receives the reason an nkey signature was refused (a log line)."""
+        certificate ``cert`` (a cryptography x509.Certificate, the verified leaf) names the user;
+        ``peer_certs``: how many certificates the client sent. ``debug`` receives the client's
+        debug lines (why an nkey signature was refused, how a certificate was mapped), so they
+        carry its ``ip:port - cid:N`` prefix as nats-server's do."""
         if not self.required:
             return AuthResult("none", None, self.permissions_for(None))
         if self.nkeys:
@@ -272,7 +275,9 @@ class Authorizer:
             if nkey:
                 return self._check_nkey(nkey, creds, debug)
         if map_users and self.users:
-            user = self.user_from_cert(cert) if cert is not None else None
+            if cert is not None and peer_certs > 1 and debug is not None:
+                debug("Multiple peer certificates found, selecting first")
+            user = self.user_from_cert(cert, debug) if cert is not None else None
             if user is None:
                 return None
             if creds.user and creds.user != user.username:
@@ -326,11 +331,14 @@ class Authorizer:
                 return None
         return self._result("nkey", user)
 
-    def user_from_cert(self, cert: Any) -> User | None:
+    def user_from_cert(self, cert: Any, debug: Callable[[str], None] | None = None) -> User | None:
         """verify_and_map: the configured user a client certificate names (nats-server's
-        candidate order, including the structured subject-DN comparison)."""
+        candidate order, including the structured subject-DN comparison). The debug line saying
+        how (or that nothing matched) goes to ``debug`` (the client's prefixed logger)."""
         from pynatsd.tls.identity import map_certificate
 
+        if debug is None:
+            debug = log.debug
         users = self.users
         match = map_certificate(cert, users, lambda name: self._standard_allowed(users[name]))
         if match is None:
@@ -338,10 +346,11 @@ class Authorizer:
                 from pynatsd.tls.identity import cert_identities
 
                 tried = ", ".join(f'"{n}"' for n in cert_identities(cert))
-                log.debug("User in cert [%s], not found (tried email, DNS and URI SANs, the subject DN, "
-                          "the subject string)", tried)
+                debug(f"User in cert [{tried}], not found (tried email, DNS and URI SANs, the subject DN, "
+                      "the subject string)")
             return None
-        log.debug("%s", match.debug_line)
+        if log.isEnabledFor(logging.DEBUG):
+            debug(match.debug_line)
         return users.get(match.username)
 
     def _check_password(self, user: User, given: str | None, method: str) -> AuthDecision:

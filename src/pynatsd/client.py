@@ -1076,8 +1076,10 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             for sub in list(self.subs.values()):
                 self.remove_sub(sub)
         auth = server.authorizer
+        # (scenarios2) nats-server says at -D when a mapped client sent more than its certificate
+        many = self._peer_cert_count() if server.tls_map_users and log.isEnabledFor(logging.DEBUG) else 1
         decision = auth.authenticate(
-            self.creds, self.peer_cert(), map_users=server.tls_map_users, debug=self.debug
+            self.creds, self.peer_cert(), map_users=server.tls_map_users, debug=self.debug, peer_certs=many
         )
         if isinstance(decision, BcryptCheck):
             check = decision
@@ -1216,6 +1218,15 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             return self.transport.get_extra_info("peercert")
         except Exception:  # noqa: BLE001
             return None
+
+    def _peer_cert_count(self) -> int:
+        """How many certificates a TLS client sent (its own and the chain it added)."""
+        if self.transport is None or self.transport is self.raw_transport:
+            return 0
+        try:
+            return len(self.transport.get_extra_info("peer_cert_chain") or ())
+        except Exception:  # noqa: BLE001
+            return 0
 
     # PING / PONG --------------------------------------------------------------------------------
 

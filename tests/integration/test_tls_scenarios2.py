@@ -1,0 +1,326 @@
+"""Client-port TLS as a new user meets it, second pass: what test_tls_scenarios.py leaves out.
+
+Same method (the same config file and the same client bytes against nats-server and pynatsd,
+comparing what the user sees), other questions: the log lines a user reads at -D for each way
+a certificate is mapped or refused, the finer points of the mapping (a SAN that is not the
+first, a user whose allowed_connection_types excludes the client, deny lists,
+allow_responses and default_permissions for mapped users), allow_non_tls next to verify and
+verify_and_map, connection_rate_limit, plain and TLS-first clients on a handshake_first
+server, reloads of verify / ca_file / min_version / handshake_first / timeout (log lines, live
+and new clients) and the TLS fields of /varz and /connz over plain HTTP (a client sending its
+intermediate CA, ``auth=1``). Where pynatsd deliberately differs (README "Differences from
+nats-server", "Log lines") the test checks pynatsd's documented behaviour next to
+nats-server's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import ssl
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import nats
+import pytest
+from tests.helpers.servers import ServerProcess
+from tests.integration import test_tls_scenarios as first_pass
+from tests.integration.test_client_tls import _info_line, _read
+from tests.integration.test_tls_scenarios import (
+    GuidePKI,
+    Pair,
+    Who,
+    _issue,
+    client_ctx,
+    each,
+    exchange,
+    same,
+    tls_conf,
+    wait_lines,
+)
+
+# the first pass's fixtures, made again for this module: its PKI, its pair of servers
+pki = first_pass.pki
+pairs = first_pass.pairs
+intermediate = first_pass.intermediate
+
+HOST = "127.0.0.1"
+CONNECT = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+AUTH_VIOLATION = b"-ERR 'Authorization Violation'\r\n"
+
+
+@pytest.fixture(scope="module")
+def more(pki: GuidePKI) -> dict[str, Who]:
+    """Client certificates for the finer mapping questions (openssl-made, signed by pki.ca)."""
+    client = "extendedKeyUsage = clientAuth\n"
+    return {
+        # two DNS SANs: only the second names a user
+        "hank": _issue(pki.dir, "hank", "/O=Acme/CN=hank",
+                       client + "subjectAltName = DNS:unknown.example.com, DNS:hank.example.com\n"),
+        # an email SAN no user has, then a DNS SAN that is one: the email does not stop the search
+        "iris": _issue(pki.dir, "iris", "/CN=iris",
+                       client + "subjectAltName = email:nobody@example.com, DNS:iris.example.com\n"),
+        # email SAN user allowed only over websocket, so the DNS SAN user is taken
+        "jack": _issue(pki.dir, "jack", "/CN=jack",
+                       client + "subjectAltName = email:jack@example.com, DNS:jack.example.com\n"),
+        # nothing in it names a user
+        "oscar": _issue(pki.dir, "oscar", "/O=Nowhere/CN=oscar", client),
+    }
+
+
+# ---- the log lines of mapping, at -D -------------------------------------------------------------------
+
+MAP_USERS = """
+authorization {
+  default_permissions: { publish: { deny: "secret.>" } }
+  users = [
+    { user: "carol@example.com", permissions: { publish: { allow: ">", deny: "orders.>" }, subscribe: ">" } }
+    { user: "dave.example.com", permissions: { subscribe: "req.>", allow_responses: true, publish: "none" } }
+    { user: "spiffe://example.com/erin" }
+    { user: "CN=frank, OU=Ops, O=Acme" }
+    { user: "CN=grace,O=Acme" }
+    { user: "hank.example.com" }
+    { user: "iris.example.com" }
+    { user: "jack@example.com", allowed_connection_types: ["WEBSOCKET"] }
+    { user: "jack.example.com" }
+  ]
+}
+"""
+
+
+def logged(srv: ServerProcess, pattern: str) -> list[str]:
+    """The log lines matching ``pattern`` as ``[LVL] <text>``, with ``cid`` when the line names
+    a client (``[DBG] cid - Using ...``): the connection number itself differs between servers."""
+    out = []
+    for ln in srv.stderr().splitlines():
+        if not re.search(pattern, ln):
+            continue
+        m = re.match(r"^\[\d+\] \S+ \S+ (\[[A-Z]{3}\]) (?:\S+ - [a-z]id:\d+ - (?:\"[^\"]*\" - )?)?", ln)
+        assert m is not None, ln
+        out.append(f"{m.group(1)} {'cid - ' if ' - ' in m.group(0) else ''}{ln[m.end():]}")
+    return out
+
+
+def test_mapping_log_lines_at_debug(pki: GuidePKI, more: dict[str, Who], pairs: Callable[..., Pair]) -> None:
+    """With -D a user reads which certificate field named the user (or that none did) in the same
+    words on both servers; the refused client gets nats-server's `authentication error`."""
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify_and_map=True) + MAP_USERS, ("-D",))
+    whos = [("carol", pki.carol), ("dave", pki.dave), ("erin", pki.erin), ("frank", pki.frank),
+            ("grace", pki.grace), ("hank", more["hank"]), ("iris", more["iris"]), ("jack", more["jack"]),
+            ("oscar", more["oscar"])]
+    for name, who in whos:
+        got = same(pair, lambda s, w=who: exchange(s, pki.ca, w, CONNECT + b"PING\r\n"))  # type: ignore[misc]
+        assert got[1] == (AUTH_VIOLATION if name == "oscar" else b"PONG\r\n"), name
+    # a user in CONNECT next to a mapped certificate: a warning, the certificate wins
+    script = b'CONNECT {"verbose":false,"user":"hank.example.com"}\r\nPING\r\n'
+    assert same(pair, lambda s: exchange(s, pki.ca, pki.dave, script))[1] == b"PONG\r\n"
+    pattern = r"Using .* for auth|not found|authentication error|found in connect proto|Multiple peer"
+    each(lambda impl: wait_lines(pair[impl], r"authentication error"))
+    got = {impl: logged(s, pattern) for impl, s in pair.items()}
+    # pynatsd adds the identities it tried to the not-found line (helper T's extension)
+    tried = re.compile(r" \(tried email, DNS and URI SANs, the subject DN, the subject string\)$")
+    got["pynatsd"] = [tried.sub("", ln) for ln in got["pynatsd"]]
+    many = "[DBG] cid - Multiple peer certificates found, selecting first"  # OpenSSL sends leaf + CA
+    assert got["nats"] == got["pynatsd"] == [
+        many, '[DBG] cid - Using email found in cert for auth ["carol@example.com"]',
+        many, '[DBG] cid - Using SAN found in cert for auth ["dave.example.com"]',
+        many, '[DBG] cid - Using URI found in cert for auth ["spiffe://example.com/erin"]',
+        many, '[DBG] cid - Using DistinguishedNameMatch for auth ["CN=frank, OU=Ops, O=Acme"]',
+        many, '[DBG] cid - Using certificate subject for auth ["CN=grace,O=Acme"]',
+        many, '[DBG] cid - Using SAN found in cert for auth ["hank.example.com"]',
+        many, '[DBG] cid - Using SAN found in cert for auth ["iris.example.com"]',
+        many, '[DBG] cid - Using SAN found in cert for auth ["jack.example.com"]',
+        many, '[DBG] cid - User in cert ["CN=oscar,O=Nowhere"], not found',
+        "[ERR] cid - authentication error",
+        many, '[DBG] cid - Using SAN found in cert for auth ["dave.example.com"]',
+        '[WRN] User "hank.example.com" found in connect proto, but user required from cert',
+    ]
+
+
+def tls_client(s: ServerProcess, ca: str, who: Who, script: bytes = CONNECT + b"PING\r\n") -> ssl.SSLSocket:
+    """A connected TLS client (INFO, handshake with ``who``'s certificate, ``script``, PONG read)."""
+    raw = socket.create_connection((HOST, s.port), timeout=3)
+    assert _info_line(raw, 3) is not None
+    sock = client_ctx(ca, who).wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(script)
+    got = _read(sock, b"PONG\r\n", 3)
+    assert got[1] == "until", got
+    return sock
+
+
+def talk(sock: ssl.SSLSocket, data: bytes) -> bytes:
+    """Send ``data`` + PING; what came back up to PONG."""
+    sock.sendall(data + b"PING\r\n")
+    got, end = _read(sock, b"PONG\r\n", 3)
+    assert end == "until", (got, end)
+    return got
+
+
+def test_mapped_users_deny_lists_allow_responses_and_default_permissions(
+        pki: GuidePKI, more: dict[str, Who], pairs: Callable[..., Pair]) -> None:
+    """A mapped user's deny list, allow_responses (one reply to a request it received), and
+    default_permissions for a mapped user without its own permissions."""
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify_and_map=True) + MAP_USERS, ("-D",))
+
+    def probe(s: ServerProcess) -> list[bytes]:
+        carol, dave, erin = (tls_client(s, pki.ca, w) for w in (pki.carol, pki.dave, pki.erin))
+        try:
+            out = [talk(carol, b"SUB _INBOX.> 1\r\nPUB orders.1 1\r\nx\r\nPUB secret.1 1\r\nx\r\n")]
+            out.append(talk(dave, b"SUB req.> 1\r\nSUB other 2\r\n"))
+            out.append(talk(carol, b"PUB req.1 _INBOX.r1 2\r\nhi\r\n"))
+            out.append(_read(dave, b"hi\r\n", 3)[0])
+            # the one reply allowed, a second one, and a subject dave may never publish to
+            out.append(talk(dave, b"PUB _INBOX.r1 2\r\nok\r\nPUB _INBOX.r1 3\r\nbis\r\nPUB none 1\r\nn\r\n"
+                                  b"PUB _INBOX.r2 1\r\nx\r\n"))
+            out.append(talk(carol, b""))
+            out.append(talk(erin, b"PUB secret.2 1\r\nx\r\nPUB public 1\r\nx\r\nSUB orders.> 1\r\n"))
+            return out
+        finally:
+            for sock in (carol, dave, erin):
+                sock.close()
+
+    pub_err = b"-ERR 'Permissions Violation for Publish to \"%s\"'\r\n"
+    assert same(pair, probe) == [
+        pub_err % b"orders.1" + b"PONG\r\n",  # carol's deny list; default_permissions not applied
+        b"-ERR 'Permissions Violation for Subscription to \"other\"'\r\nPONG\r\n",
+        b"PONG\r\n",
+        b"MSG req.1 1 _INBOX.r1 2\r\nhi\r\n",
+        # the first reply passes, not the second; "none" is dave's one allowed subject
+        pub_err % b"_INBOX.r1" + pub_err % b"_INBOX.r2" + b"PONG\r\n",
+        b"MSG _INBOX.r1 1 2\r\nok\r\nPONG\r\n",
+        pub_err % b"secret.2" + b"PONG\r\n",  # erin: default_permissions (subscribes to anything)
+    ]
+
+
+# ---- allow_non_tls next to verify and verify_and_map ----------------------------------------------------
+
+
+def plain(s: ServerProcess, script: bytes) -> tuple[dict[str, Any] | None, bytes, str]:
+    """A plain-text client: INFO, ``script``, what came back until PONG or the end."""
+    with socket.create_connection((HOST, s.port), timeout=3) as sock:
+        info = _info_line(sock, 3)
+        sock.sendall(script)
+        data, end = _read(sock, b"PONG\r\n", 3)
+    fields = None if info is None else {k: v for k, v in info.items() if k.startswith("tls_")}
+    return fields, data, end
+
+
+@pytest.mark.parametrize(("block", "users", "plain_user", "tls_carol"), [
+    # verify applies to TLS clients only: a plain client needs no certificate
+    ({"verify": True}, "", b"PONG\r\n", b"PONG\r\n"),
+    # verify_and_map: a plain client has no certificate, so no user; user/password do not help
+    ({"verify_and_map": True}, 'authorization { users = [ {user: "carol@example.com"}, {user: u, password: p} ] }\n',
+     AUTH_VIOLATION, b"PONG\r\n"),
+    # verify with password users: the TLS client's certificate is checked, the password names the user
+    ({"verify": True}, "authorization { users = [ {user: u, password: p} ] }\n", b"PONG\r\n", AUTH_VIOLATION),
+], ids=["verify", "verify_and_map", "verify-passwords"])
+def test_allow_non_tls_with_client_certificates(pki: GuidePKI, pairs: Callable[..., Pair], block: dict[str, Any],
+                                                users: str, plain_user: bytes, tls_carol: bytes) -> None:
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, **block) + "allow_non_tls: true\n" + users)
+    script = b'CONNECT {"verbose":false,"user":"u","pass":"p"}\r\nPING\r\n'
+    fields, data, _ = same(pair, lambda s: plain(s, script))
+    assert fields == {"tls_available": True, "tls_verify": True} and data == plain_user
+    # a TLS client still needs a certificate the CA signed
+    assert same(pair, lambda s: exchange(s, pki.ca, None, b""))[2] == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert same(pair, lambda s: exchange(s, pki.ca, pki.carol, CONNECT + b"PING\r\n"))[1] == tls_carol
+
+
+async def test_nats_py_on_allow_non_tls_with_verify(pki: GuidePKI, pairs: Callable[..., Pair]) -> None:
+    """nats-py with a client certificate and a tls:// URL on an allow_non_tls server stays in
+    plain text (INFO says TLS is not required) on both; that is what the user gets."""
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify=True) + "allow_non_tls: true\n")
+    for s in pair.values():
+        nc = await nats.connect(f"tls://localhost:{s.port}", tls=client_ctx(pki.ca, pki.carol),
+                                allow_reconnect=False, connect_timeout=2)
+        try:
+            writer: Any = getattr(nc._transport, "_io_writer", None)
+            assert writer.get_extra_info("ssl_object") is None, s.impl
+            sub = await nc.subscribe("t")
+            await nc.publish("t", b"x")
+            assert (await sub.next_msg(timeout=3)).data == b"x"
+        finally:
+            await nc.close()
+
+
+# ---- connection_rate_limit --------------------------------------------------------------------------------
+
+
+def monitor(s: ServerProcess, path: str) -> Any:
+    assert s.ports is not None
+    with urllib.request.urlopen(s.ports["monitoring"][0] + path, timeout=5) as r:
+        return json.load(r)
+
+
+def test_connection_rate_limit(pki: GuidePKI, pairs: Callable[..., Pair]) -> None:
+    """Over the limit a client gets INFO, then nats-server's throttling -ERR in plain text, and
+    is closed; the log says how many were refused."""
+    pair = pairs(tls_conf(pki.server, connection_rate_limit=2) + "http: \"127.0.0.1:-1\"\n")
+
+    throttled = b"-ERR 'Connection throttling is active. Please try again later.'\r\n"
+
+    def burst(s: ServerProcess) -> list[tuple[bytes, str]]:
+        socks = [socket.create_connection((HOST, s.port), timeout=3) for _ in range(5)]
+        seen = []
+        try:
+            for sock in socks:
+                data, end = _read(sock, throttled, 0.5)  # the others wait for a ClientHello
+                assert data.startswith(b"INFO {") and b'"tls_required":true' in data
+                if end == "until":
+                    end = _read(sock, None, 2)[1]
+                seen.append((data[data.index(b"\r\n") + 2:], end))
+        finally:
+            for sock in socks:
+                sock.close()
+        return sorted(seen)  # nats-server creates clients concurrently: any three are refused
+
+    assert same(pair, burst) == [(b"", "timeout")] * 2 + [(throttled, "EOF")] * 3
+    reasons = same(pair, lambda s: sorted(c["reason"] for c in monitor(s, "/connz?state=closed")["connections"]))
+    assert reasons == ["Maximum Connections Exceeded"] * 3 + ["TLS Handshake Failure"] * 2
+    lines = each(lambda impl: wait_lines(pair[impl], r"\[WRN\] Rejected \d+ connections"))
+    assert all(ln[0].endswith("[WRN] Rejected 3 connections due to TLS rate limiting") for ln in lines.values()), lines
+
+
+# ---- handshake_first: plain clients, and nats-py with and without tls_handshake_first -------------------
+
+
+async def nats_py(s: ServerProcess, ctx: ssl.SSLContext | None, **kw: Any) -> str:
+    try:
+        nc = await nats.connect(f"tls://localhost:{s.port}" if ctx else f"nats://localhost:{s.port}", tls=ctx,
+                                allow_reconnect=False, connect_timeout=1.5, max_reconnect_attempts=0, **kw)
+    except Exception as e:  # what the user's program sees
+        return f"{type(e).__name__}: {e}"
+    try:
+        await nc.flush(timeout=2)
+        return "ok"
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize("first", [True, "300ms"], ids=["true", "300ms"])
+async def test_handshake_first_with_plain_and_info_first_clients(pki: GuidePKI, pairs: Callable[..., Pair],
+                                                                 first: bool | str) -> None:
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, handshake_first=first))
+
+    def plain_client(s: ServerProcess) -> tuple[bytes, str, bytes, str]:
+        with socket.create_connection((HOST, s.port), timeout=3) as sock:
+            before = _read(sock, b"\r\n", 0.6)
+            sock.sendall(CONNECT + b"PING\r\n")
+            after = _read(sock, None, 3)
+        return (re.sub(rb"^INFO \{.*\} \r\n", b"INFO", before[0]), before[1], *after)
+
+    # TLS first: nothing to read; with the fallback: the INFO after 300 ms. CONNECT in clear text
+    # is then not a TLS record: closed without a word
+    assert same(pair, plain_client) == ((b"", "timeout") if first is True else (b"INFO", "until")) + (b"", "EOF")
+    outcomes = {}
+    for impl, s in pair.items():
+        outcomes[impl] = (await nats_py(s, client_ctx(pki.ca)),
+                          await nats_py(s, client_ctx(pki.ca), tls_handshake_first=True))
+    # nats-py waiting for INFO times out on a TLS-first server, and gets in with the fallback
+    assert outcomes["nats"] == outcomes["pynatsd"] == ("TimeoutError: " if first is True else "ok", "ok")
+    # README "Log lines": pynatsd logs the plain-text client as an error line; nats-server 2.15
+    # only at -D
+    wait_lines(pair["pynatsd"], r"\[ERR\] 127\.0\.0\.1:\d+ - cid:\d+ - TLS handshake error: plain text on a "
+               r"TLS port \[client listener 127\.0\.0\.1:\d+\]$")
+    assert not [ln for ln in pair["nats"].stderr().splitlines() if "first record does not look like" in ln]
