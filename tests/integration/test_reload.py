@@ -271,6 +271,8 @@ async def test_reload_notices_in_nats_server_order(certs: CertSet, tmp_path: Pat
         # as nats-server 2.15 logs the same change (its Options field order)
         assert lines == [
             "Reloaded: debug = true",
+            "Reloaded: authorization users",  # nats-server 2.15: on every reload
+            "Reloaded: accounts",
             "Reloaded: authorization timeout = 4",
             "Reloaded: max_payload = 2048",
             "Reloaded: tls timeout = 3",

@@ -21,6 +21,7 @@ import socket
 import ssl
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -29,6 +30,7 @@ from tests.helpers.servers import ServerProcess
 from tests.integration import test_tls_scenarios as first_pass
 from tests.integration.test_client_tls import _info_line, _read
 from tests.integration.test_tls_scenarios import (
+    IMPLS,
     GuidePKI,
     Pair,
     Who,
@@ -324,3 +326,119 @@ async def test_handshake_first_with_plain_and_info_first_clients(pki: GuidePKI, 
     wait_lines(pair["pynatsd"], r"\[ERR\] 127\.0\.0\.1:\d+ - cid:\d+ - TLS handshake error: plain text on a "
                r"TLS port \[client listener 127\.0\.0\.1:\d+\]$")
     assert not [ln for ln in pair["nats"].stderr().splitlines() if "first record does not look like" in ln]
+
+
+# ---- reloads of the client TLS block -------------------------------------------------------------------------
+
+
+def first_bytes(s: ServerProcess, wait: float) -> tuple[bytes, str]:
+    """What a client that only connects reads within ``wait`` seconds (up to a line end)."""
+    with socket.create_connection((HOST, s.port), timeout=3) as sock:
+        return _read(sock, b"\r\n", wait)
+
+
+def notices(srv: ServerProcess) -> list[str]:
+    """The reload lines logged so far (without the configuration's digest)."""
+    rx = re.compile(r"\[(?:INF|ERR)\] (Reloaded.*|Failed to reload.*)$")
+    return [re.sub(r" \(sha256:[0-9a-f]+\)$", "", m.group(1)) for ln in srv.stderr().splitlines()
+            if (m := rx.search(ln))]
+
+
+def test_reloads_of_the_client_tls_block(pki: GuidePKI) -> None:
+    """verify switched on and off, another ca_file, min_version 1.3, handshake_first, and the
+    two settings a reload may not change: live clients stay, new ones meet the new settings,
+    and the log says the same on both (nats-server logs `tls = enabled` whenever its rebuilt
+    TLS config differs, which with a ca_file is every time)."""
+    other_ca = str(pki.dir / "other-ca.pem")
+
+    def conf(extra: str = "", **kw: Any) -> str:
+        return tls_conf(pki.server, **{"ca_file": pki.ca, **kw}) + extra
+
+    servers: dict[str, ServerProcess] = {}
+    live: list[ssl.SSLSocket] = []
+    try:
+        for impl in IMPLS:
+            servers[impl] = ServerProcess(impl, conf()).start()
+        reloads = 0
+
+        def reload(text: str) -> None:
+            nonlocal reloads
+            reloads += 1
+            for s in servers.values():
+                s.reload(text)
+            each(lambda impl: wait_lines(servers[impl], r"Reloaded server configuration|Failed to reload", reloads))
+
+        def connect(s: ServerProcess, who: Who | None, ca: str = pki.ca) -> ssl.SSLSocket:
+            sock = tls_client(s, ca, who)  # type: ignore[arg-type]
+            live.append(sock)
+            return sock
+
+        no_cert = {impl: connect(s, None) for impl, s in servers.items()}
+        reload(conf(verify=True))
+        assert same(servers, lambda s: exchange(s, pki.ca, None, b""))[2] == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
+        carol = {impl: connect(s, pki.carol) for impl, s in servers.items()}
+        reload(conf(verify=True, ca_file=other_ca))
+        assert same(servers, lambda s: exchange(s, pki.ca, pki.carol, b""))[2] == "alert:TLSV1_ALERT_UNKNOWN_CA"
+        assert same(servers, lambda s: exchange(s, pki.ca, pki.other_ca_client))[1] == b"PONG\r\n"
+        reload(conf(verify=True, min_version="1.3"))
+        tls12 = {"maximum_version": ssl.TLSVersion.TLSv1_2}
+        assert same(servers, lambda s: exchange(s, pki.ca, pki.carol, b"", **tls12))[:1] == (False,)
+        reload(conf(verify=True, handshake_first=True, timeout=0.5))
+        assert same(servers, lambda s: first_bytes(s, 0.3)) == (b"", "timeout")  # no INFO in clear any more
+        reload(conf("allow_non_tls: true\n", verify=True, handshake_first=True, timeout=0.5))
+        reload(conf(verify=True, handshake_first=True, timeout=0.5, connection_rate_limit=10))
+        reload(conf())
+        assert same(servers, lambda s: exchange(s, pki.ca, None))[1] == b"PONG\r\n"
+        # connected before all of that, with the settings of their time: still served
+        for sock in (*no_cert.values(), *carol.values()):
+            assert talk(sock, b"") == b"PONG\r\n"
+        got = {impl: notices(s) for impl, s in servers.items()}
+        assert got["nats"] == got["pynatsd"], got
+        every = ["Reloaded: authorization users", "Reloaded: accounts"]
+        done = "Reloaded server configuration"
+        tls = "Reloaded: tls = enabled"
+        assert got["nats"] == [
+            *every, tls, done,
+            *every, tls, done,
+            *every, tls, done,
+            *every, "Reloaded: authorization timeout = 1.5", "Reloaded: tls timeout = 0.5", tls,
+            "Reloaded: Client TLS handshake first: true", done,
+            "Failed to reload server configuration: config reload not supported for AllowNonTLS: old=false, new=true",
+            "Failed to reload server configuration: config reload not supported for TLSRateLimit: old=0, new=10",
+            *every, "Reloaded: authorization timeout = 3", "Reloaded: tls timeout = 2", tls,
+            "Reloaded: Client TLS handshake first: false", done,
+        ]
+    finally:
+        for sock in live:
+            sock.close()
+        for s in servers.values():
+            s.cleanup()
+
+
+def test_reload_logs_tls_only_when_its_config_changed(pki: GuidePKI, tmp_path: Path) -> None:
+    """Without a ca_file nats-server says `Reloaded: tls = enabled` only when the TLS settings
+    or the certificate in the files changed: not for a reload that changes something else."""
+    servers: dict[str, ServerProcess] = {}
+    try:
+        for impl in IMPLS:
+            d = tmp_path / impl
+            d.mkdir()
+            for src, name in ((pki.server.cert_file, "cert.pem"), (pki.server.key_file, "key.pem")):
+                (d / name).write_bytes(Path(src).read_bytes())
+            servers[impl] = ServerProcess(impl, tls_conf(Who(str(d / "cert.pem"), str(d / "key.pem")))).start()
+        steps = [("max_payload: 100\n", False), ("max_payload: 100\n", True), ("max_payload: 100\n", False),
+                 ("max_payload: 200\n", False)]
+        for n, (extra, rotate) in enumerate(steps, 1):
+            for impl, s in servers.items():
+                d = tmp_path / impl
+                if rotate:  # the rotated certificate in the same files
+                    for src, name in ((pki.rotated.cert_file, "cert.pem"), (pki.rotated.key_file, "key.pem")):
+                        (d / name).write_bytes(Path(src).read_bytes())
+                s.reload(tls_conf(Who(str(d / "cert.pem"), str(d / "key.pem"))) + extra)
+            each(lambda impl, n=n: wait_lines(servers[impl], r"Reloaded server configuration", n))  # type: ignore[misc]
+        got = {impl: [ln for ln in notices(s) if "tls" in ln or "max_payload" in ln] for impl, s in servers.items()}
+        assert got["nats"] == got["pynatsd"] == [
+            "Reloaded: max_payload = 100", "Reloaded: tls = enabled", "Reloaded: max_payload = 200"]
+    finally:
+        for s in servers.values():
+            s.cleanup()
