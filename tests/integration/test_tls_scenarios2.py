@@ -15,6 +15,8 @@ nats-server's.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import re
 import socket
@@ -26,6 +28,8 @@ from typing import Any
 
 import nats
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from tests.helpers.servers import ServerProcess
 from tests.integration import test_tls_scenarios as first_pass
 from tests.integration.test_client_tls import _info_line, _read
@@ -42,6 +46,9 @@ from tests.integration.test_tls_scenarios import (
     tls_conf,
     wait_lines,
 )
+
+from pynatsd.tls.certs import issue, new_key, write_cert, write_key
+from pynatsd.tls.certs import name as x509_name
 
 # the first pass's fixtures, made again for this module: its PKI, its pair of servers
 pki = first_pass.pki
@@ -69,7 +76,24 @@ def more(pki: GuidePKI) -> dict[str, Who]:
                        client + "subjectAltName = email:jack@example.com, DNS:jack.example.com\n"),
         # nothing in it names a user
         "oscar": _issue(pki.dir, "oscar", "/O=Nowhere/CN=oscar", client),
+        # valid only yesterday, and only from tomorrow
+        "expired": _dated(pki, "old", -30, -1),
+        "future": _dated(pki, "early", 1, 30),
     }
+
+
+def _dated(pki: GuidePKI, cn: str, start_days: int, end_days: int) -> Who:
+    """A client certificate signed by the guide CA, valid from/to so many days from now."""
+    ca_cert = x509.load_pem_x509_certificate(Path(pki.ca).read_bytes())
+    ca_key = serialization.load_pem_private_key((pki.dir / "ca-key.pem").read_bytes(), None)
+    key = new_key("ec")
+    now = dt.datetime.now(dt.UTC)
+    cert = issue(x509_name(cn), key, issuer=(ca_cert, ca_key), client=True,  # type: ignore[arg-type]
+                 not_before=now + dt.timedelta(days=start_days), not_after=now + dt.timedelta(days=end_days))
+    who = Who(str(pki.dir / f"{cn}-cert.pem"), str(pki.dir / f"{cn}-key.pem"))
+    write_cert(Path(who.cert_file), cert)
+    write_key(Path(who.key_file), key)
+    return who
 
 
 # ---- the log lines of mapping, at -D -------------------------------------------------------------------
@@ -141,11 +165,12 @@ def test_mapping_log_lines_at_debug(pki: GuidePKI, more: dict[str, Who], pairs: 
     ]
 
 
-def tls_client(s: ServerProcess, ca: str, who: Who, script: bytes = CONNECT + b"PING\r\n") -> ssl.SSLSocket:
+def tls_client(s: ServerProcess, ca: str, who: Who | None, script: bytes = CONNECT + b"PING\r\n",
+               **ctx_kw: Any) -> ssl.SSLSocket:
     """A connected TLS client (INFO, handshake with ``who``'s certificate, ``script``, PONG read)."""
     raw = socket.create_connection((HOST, s.port), timeout=3)
     assert _info_line(raw, 3) is not None
-    sock = client_ctx(ca, who).wrap_socket(raw, server_hostname="localhost")
+    sock = client_ctx(ca, who, **ctx_kw).wrap_socket(raw, server_hostname="localhost")
     sock.sendall(script)
     got = _read(sock, b"PONG\r\n", 3)
     assert got[1] == "until", got
@@ -369,7 +394,7 @@ def test_reloads_of_the_client_tls_block(pki: GuidePKI) -> None:
             each(lambda impl: wait_lines(servers[impl], r"Reloaded server configuration|Failed to reload", reloads))
 
         def connect(s: ServerProcess, who: Who | None, ca: str = pki.ca) -> ssl.SSLSocket:
-            sock = tls_client(s, ca, who)  # type: ignore[arg-type]
+            sock = tls_client(s, ca, who)
             live.append(sock)
             return sock
 
@@ -442,3 +467,104 @@ def test_reload_logs_tls_only_when_its_config_changed(pki: GuidePKI, tmp_path: P
     finally:
         for s in servers.values():
             s.cleanup()
+
+
+# ---- /varz and /connz TLS fields over plain HTTP ---------------------------------------------------------------
+
+
+def test_varz_and_connz_tls_fields_over_http(pki: GuidePKI, intermediate: tuple[str, Who, Who],
+                                             pairs: Callable[..., Pair]) -> None:
+    """The TLS fields a monitoring user reads: /varz (required, verify, timeout, expiry),
+    /connz per connection (version, suite, authorized user and the certificates the client sent,
+    only with auth=1: a client sending its intermediate shows two)."""
+    _, _, ivan_chained = intermediate
+    users = 'authorization { users = [ {user: "carol@example.com"}, {user: "dave.example.com"}, {user: "CN=ivan"} ] }\n'
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify_and_map=True, timeout=1.5) + users
+                 + 'http: "127.0.0.1:-1"\n')
+
+    def varz_tls(s: ServerProcess) -> dict[str, Any]:
+        v = monitor(s, "/varz")
+        return {k: v[k] for k in v if "tls" in k or k in ("auth_required", "auth_timeout")}
+
+    v = same(pair, varz_tls)
+    assert v["tls_required"] is True and v["tls_verify"] is True and v["tls_timeout"] == 1.5
+    assert v["auth_timeout"] == 2.5 and v["tls_cert_not_after"].endswith("Z")
+
+    def connz(s: ServerProcess, query: str) -> list[dict[str, Any]]:
+        socks = [tls_client(s, pki.ca, pki.carol),
+                 tls_client(s, pki.ca, pki.dave, maximum_version=ssl.TLSVersion.TLSv1_2),
+                 tls_client(s, pki.ca, ivan_chained)]
+        try:
+            conns = monitor(s, "/connz" + query)["connections"]
+        finally:
+            for sock in socks:
+                sock.close()
+        keep = ("tls_version", "tls_cipher_suite", "tls_first", "authorized_user", "tls_peer_certs")
+        return sorted(({k: c[k] for k in keep if k in c} for c in conns), key=lambda c: c["tls_version"] + str(c))
+
+    plain = same(pair, lambda s: connz(s, ""))
+    assert [sorted(c) for c in plain] == [["tls_cipher_suite", "tls_version"]] * 3
+    full = same(pair, lambda s: connz(s, "?auth=1"))
+    assert [(c["tls_version"], c["authorized_user"], len(c["tls_peer_certs"])) for c in full] == [
+        ("1.2", "dave.example.com", 2), ("1.3", "CN=ivan", 2), ("1.3", "carol@example.com", 2)]
+    assert full[0]["tls_cipher_suite"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    # what the client sent: OpenSSL adds the CA to a lone certificate, not to a file with a chain
+    assert [c["subject"] for c in full[1]["tls_peer_certs"]] == ["CN=ivan", "CN=Intermediate CA"]
+    assert [c["subject"] for c in full[2]["tls_peer_certs"]] == ["CN=carol,OU=Eng,O=Acme,ST=CA,C=US", "CN=ca guide"]
+
+
+# ---- what a refused client sees, and the line the server logs ------------------------------------------------
+
+
+def test_refused_clients_and_their_log_lines(pki: GuidePKI, more: dict[str, Who], pairs: Callable[..., Pair]) -> None:
+    """No certificate, another CA, a key not pinned, a certificate naming no user: what the
+    client sees and the closed reason match; the log line is nats-server's for the refused
+    login and pynatsd's documented one (README "Log lines") for the handshake failures."""
+    pins = [pki.spki(pki.carol), pki.spki(more["oscar"])]
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify_and_map=True, pinned_certs=pins)
+                 + 'authorization { users = [ {user: "carol@example.com"} ] }\nhttp: "127.0.0.1:-1"\n')
+    script = {"oscar": CONNECT, "carol": CONNECT + b"PING\r\n"}
+    clients: dict[str, Who | None] = {"none": None, "mallory": pki.other_ca_client, "dave": pki.dave,
+                                      "oscar": more["oscar"], "carol": pki.carol, "expired": more["expired"]}
+    seen = {}
+    for nm, who in clients.items():
+        def probe(s: ServerProcess, w: Who | None = who, n: str = nm) -> tuple[bool, bytes, str]:
+            return exchange(s, pki.ca, w, script.get(n, b""))
+
+        seen[nm] = same(pair, probe)
+    # a certificate not valid yet: Go's alert is certificate_expired (as for an expired one),
+    # OpenSSL's bad_certificate; refused in the handshake by both (README "Differences")
+    assert each(lambda impl: exchange(pair[impl], pki.ca, more["future"], b"")) == {
+        "nats": (True, b"", "alert:SSLV3_ALERT_CERTIFICATE_EXPIRED"),
+        "pynatsd": (True, b"", "alert:SSLV3_ALERT_BAD_CERTIFICATE")}
+    assert seen == {
+        "none": (True, b"", "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"),
+        "mallory": (True, b"", "alert:TLSV1_ALERT_UNKNOWN_CA"),
+        "dave": (True, b"", "EOF"),  # handshake done, then closed without a word
+        "oscar": (True, AUTH_VIOLATION, "EOF"),
+        "carol": (True, b"PONG\r\n", "until"),
+        "expired": (True, b"", "alert:SSLV3_ALERT_CERTIFICATE_EXPIRED"),
+    }
+    reasons = same(pair, lambda s: sorted(c["reason"] for c in monitor(s, "/connz?state=closed")["connections"]))
+    assert reasons == ["Authentication Failure", "Client Closed"] + ["TLS Handshake Failure"] * 5
+    got = each(lambda impl: [ln.split(" - ", 2)[-1] for ln in
+                             wait_lines(pair[impl], r"\[ERR\] 127\.0\.0\.1:\d+ - cid:\d+ - ", 6)])
+    assert got["nats"][3] == got["pynatsd"][3] == "authentication error"
+    expiry = "TLS handshake error: tls: failed to verify certificate: x509: certificate has expired or is not yet valid"
+    assert got["nats"][:3] == [
+        "TLS handshake error: tls: client didn't provide a certificate",
+        "TLS handshake error: tls: failed to verify certificate: x509: certificate signed by unknown authority "
+        f"(CN=mallory SHA-256: {cert_sha256(pki.other_ca_client)})",
+        "TLS handshake error: certificate not pinned"]
+    assert got["nats"][4].startswith(expiry + ": current time ") and " is after " in got["nats"][4]
+    assert got["nats"][5].startswith(expiry + ": current time ") and " is before " in got["nats"][5]
+    # README "Log lines": pynatsd's reasons, with the listener
+    listener = f" [client listener 127.0.0.1:{pair['pynatsd'].port}]"
+    assert got["pynatsd"][:3] + got["pynatsd"][4:] == [f"TLS handshake error: {reason}{listener}" for reason in (
+        "no client certificate", "unknown CA", "certificate not pinned", "certificate expired",
+        "certificate not yet valid")]
+
+
+def cert_sha256(who: Who) -> str:
+    der = ssl.PEM_cert_to_DER_cert(Path(who.cert_file).read_text())
+    return hashlib.sha256(der).hexdigest()
