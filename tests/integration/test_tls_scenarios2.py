@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tests.helpers.servers import ServerProcess
 from tests.integration import test_tls_scenarios as first_pass
-from tests.integration.test_client_tls import _info_line, _read
+from tests.integration.test_client_tls import _info_line, _read, tls_exchange
 from tests.integration.test_tls_scenarios import (
     IMPLS,
     GuidePKI,
@@ -568,3 +568,36 @@ def test_refused_clients_and_their_log_lines(pki: GuidePKI, more: dict[str, Who]
 def cert_sha256(who: Who) -> str:
     der = ssl.PEM_cert_to_DER_cert(Path(who.cert_file).read_text())
     return hashlib.sha256(der).hexdigest()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2], ids=["tls13", "tls12"])
+def test_debug_and_trace_lines_of_tls_clients(pki: GuidePKI, pairs: Callable[..., Pair],
+                                              version: ssl.TLSVersion) -> None:
+    """At -DV a user follows one TLS client (TLS first, or INFO first after the fallback) and one
+    whose key is not pinned, in the same words on both servers."""
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify=True, handshake_first="300ms",
+                          pinned_certs=[pki.spki(pki.carol)]), ("-DV",))
+
+    def clients(s: ServerProcess) -> None:
+        closed = r" - cid:\d+ - Client connection closed: "
+        before = len(logged(s, closed))
+        got = tls_exchange(s.port, pki.ca, pki.carol, handshake_first=True, send=CONNECT + b"PING\r\n",
+                           until=b"PONG\r\n", maximum_version=version)
+        assert (got.handshake, got.data) == (True, b"PONG\r\n")
+        wait_lines(s, closed, before + 1)  # one client at a time: its lines together
+        assert exchange(s, pki.ca, pki.dave, b"", maximum_version=version)[2] == "EOF"
+        wait_lines(s, closed, before + 2)
+
+    each(lambda impl: clients(pair[impl]))
+    got = {impl: [ln for ln in logged(s, r" - cid:\d+ - ") if "certificate not pinned" not in ln]
+           for impl, s in pair.items()}
+    assert got["nats"] == got["pynatsd"]
+    v = "1.3, cipher suite TLS_AES_128_GCM_SHA256" if version is ssl.TLSVersion.TLSv1_3 else \
+        "1.2, cipher suite TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    start = ["[DBG] cid - Client connection created", "[DBG] cid - Starting TLS client connection handshake"]
+    assert got["nats"][-12:] == [
+        *start, "[DBG] cid - TLS handshake complete", f"[DBG] cid - TLS version {v}",
+        '[TRC] cid - <<- [CONNECT {"verbose":false,"pedantic":false}]', "[TRC] cid - <<- [PING]",
+        "[TRC] cid - ->> [PONG]", "[DBG] cid - Client connection closed: Client Closed",
+        *start, f"[DBG] cid - Failed pinned cert test for key id: {pki.spki(pki.dave)}",
+        "[DBG] cid - Client connection closed: TLS Handshake Failure"]

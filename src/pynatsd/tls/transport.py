@@ -372,10 +372,13 @@ class TLSTransport(asyncio.Transport):
             self._flush()
             leaf = self._conn.get_peer_certificate()
             if leaf is None or spki_sha256(leaf) not in self._pins:
+                # (scenarios2) through the connection's own logger: its "ip:port - cid:N" prefix
+                app_debug = getattr(self._app, "debug", None)
+                say: Callable[[str], Any] = app_debug if callable(app_debug) else log.debug
                 if leaf is None:
-                    log.debug("Failed pinned cert test as client did not provide a certificate")
+                    say("Failed pinned cert test as client did not provide a certificate")
                 else:
-                    log.debug("Failed pinned cert test for key id: %s", spki_sha256(leaf))
+                    say(f"Failed pinned cert test for key id: {spki_sha256(leaf)}")
                 self._fail("certificate not pinned")
                 return
         check = getattr(self._context, "peer_check", None) if self._server_side else None
