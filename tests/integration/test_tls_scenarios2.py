@@ -581,8 +581,8 @@ def test_debug_and_trace_lines_of_tls_clients(pki: GuidePKI, pairs: Callable[...
     def clients(s: ServerProcess) -> None:
         closed = r" - cid:\d+ - Client connection closed: "
         before = len(logged(s, closed))
-        got = tls_exchange(s.port, pki.ca, pki.carol, handshake_first=True, send=CONNECT + b"PING\r\n",
-                           until=b"PONG\r\n", maximum_version=version)
+        got = tls_exchange(s.port, pki.ca, pki.carol, handshake_first=True,  # type: ignore[arg-type]
+                           send=CONNECT + b"PING\r\n", until=b"PONG\r\n", maximum_version=version)
         assert (got.handshake, got.data) == (True, b"PONG\r\n")
         wait_lines(s, closed, before + 1)  # one client at a time: its lines together
         assert exchange(s, pki.ca, pki.dave, b"", maximum_version=version)[2] == "EOF"
