@@ -91,12 +91,14 @@ REASON_WRITE_ERROR = "Write Error"
 REASON_READ_ERROR = "Read Error"
 REASON_STALE = "Stale Connection"
 REASON_PROTOCOL = "Protocol Violation"
+REASON_PARSE = "Parse Error"
 REASON_WRONG_PORT = "Incorrect Port"
 REASON_WRONG_GATEWAY = "Wrong Gateway"
 REASON_SHUTDOWN = "Server Shutdown"
 REASON_SLOW = "Slow Consumer (Pending Bytes)"
 
 ERR_AUTH_VIOLATION = "Authorization Violation"
+LOG_AUTH_ERROR = "authentication error"  # what nats-server logs when it sends the above
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
 ERR_STALE = "Stale Connection"
 ERR_GATEWAY_PORT = "attempted to connect to gateway port"
@@ -338,7 +340,7 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
                 self.error(f"Gateway parser error: {op[2]}")
                 self.close(op[2], op[1])
                 return
-            self.error(ERR_AUTH_VIOLATION)
+            self.error(LOG_AUTH_ERROR)
             self.close(REASON_AUTH_FAILURE, ERR_AUTH_VIOLATION)
             return
         if kind == R_MSG:
@@ -370,7 +372,7 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         elif kind == R_ERR:
             text = op[1].decode("utf-8", "replace")
             self.error(f"Gateway Error '{text}'")
-            self.close(REASON_PROTOCOL, flush=False)
+            self.close(REASON_PARSE, flush=False)  # nats-server's reason for a peer's -ERR
         elif kind == R_OK:
             pass
         elif kind == R_CLOSE:
@@ -403,7 +405,9 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             self.close(REASON_WRONG_PORT, ERR_GATEWAY_PORT)
             return
         if not mgr.authorize(self, doc):
-            self.error(ERR_AUTH_VIOLATION)
+            # nats-server's log line: the CONNECT's user (Go-quoted) when it carried one
+            user = doc.get("user")
+            self.error(f"{LOG_AUTH_ERROR} - User {wire.go_quote(user)}" if isinstance(user, str) and user else LOG_AUTH_ERROR)
             self.close(REASON_AUTH_FAILURE, ERR_AUTH_VIOLATION)
             return
         if mgr.gopts.reject_unknown_cluster and gw not in mgr.remotes:
@@ -596,8 +600,9 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.out.clear()
         self.out_size = 0
         shut_transports(self.transport, self.raw_transport, flush=flush)
-        kind = "Outbound" if self.outbound else "Inbound"
-        self.notice(f"{kind} gateway connection to {wire.go_quote(self.name)} closed: {reason}")
+        # nats-server's line: the remote's server name once its INFO was read
+        remote = f" - Remote: {self.remote_name}" if self.remote_name else ""
+        self.notice(f"Gateway connection closed: {reason}{remote}")
         leafs = self.server.leafs
         if leafs is not None:
             for a, subj, q in self.subs:
@@ -689,6 +694,8 @@ class GatewayManager:
             log.info("TLS required for gateway connections")
         log.info("Listening for gateways connections on %s:%d", g.host, self.port)
         log.info("Address for gateway %s is %s", wire.go_quote(self.name), self.gateway_url)
+        if any(t is not None and t.insecure for t in (g.tls, *(r.tls for r in g.gateways))):
+            log.warning("TLS certificate chain and hostname of solicited gateways will not be verified. DO NOT USE IN PRODUCTION!")
         for remote in self.remotes.values():
             self._spawn_dial(remote, 0.0)
 

@@ -493,8 +493,8 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             if "Loop detected" in text:
                 self.loop_detected = True
                 self.close(REASON_LOOP, flush=False)
-            else:
-                self.close(REASON_PROTOCOL, flush=False)
+            else:  # (nats-server's reason when a leaf peer's -ERR ends the connection)
+                self.close(REASON_CLIENT_CLOSED, flush=False)
         elif kind == R_CLOSE:
             self.error(f"Leafnode parser error: {op[2]}")
             self.close(op[2], op[1])
@@ -1234,8 +1234,11 @@ class LeafManager:
             return
         r = conn.remote
         acl = conn.acl
-        if (r is not None and r.perms is not None and not r.perms.can_publish(subject)) or (
-            acl is not None and not (acl.can_publish(subject) if conn.solicited else acl.can_subscribe(subject))
+        # as nats-server, the loop-detection and gateway-reply subjects pass whatever the permissions
+        exempt = subject.startswith((b"$LDS.", b"$GR.", b"_GR_."))
+        if not exempt and (
+            (r is not None and r.perms is not None and not r.perms.can_publish(subject))
+            or (acl is not None and not (acl.can_publish(subject) if conn.solicited else acl.can_subscribe(subject)))
         ):
             conn.debug(f"Not permitted to import subscription {wire.go_quote(subject.decode('utf-8', 'replace'))}")
             return

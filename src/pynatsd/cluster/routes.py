@@ -124,6 +124,7 @@ REASON_WRITE_ERROR = "Write Error"
 REASON_READ_ERROR = "Read Error"
 REASON_STALE = "Stale Connection"
 REASON_PROTOCOL = "Protocol Violation"
+REASON_PARSE = "Parse Error"
 REASON_WRONG_PORT = "Incorrect Port"
 REASON_WRONG_GATEWAY = "Wrong Gateway"
 REASON_DUPLICATE_ROUTE = "Duplicate Route"
@@ -135,6 +136,7 @@ REASON_SLOW_DEADLINE = "Slow Consumer (Write Deadline)"
 REASON_ROUTE_REMOVED = "Route Removed"
 
 ERR_AUTH_VIOLATION = "Authorization Violation"
+LOG_AUTH_ERROR = "authentication error"  # what nats-server logs when it sends the above
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
 ERR_STALE = "Stale Connection"
 ERR_ROUTE_PORT = "attempted to connect to route port"
@@ -535,7 +537,7 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             if kind == R_CLOSE:
                 self._on_close_op(op)
                 return
-            self.error(ERR_AUTH_VIOLATION)
+            self.error(LOG_AUTH_ERROR)
             self.close(REASON_AUTH_FAILURE, ERR_AUTH_VIOLATION)
             return
         if kind == R_MSG:
@@ -568,7 +570,7 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             if self.server.trace:
                 self.trace(f"<<- [-ERR '{text}']")
             self.error(f"Route Error '{text}'")
-            self.close(REASON_PROTOCOL, flush=False)
+            self.close(REASON_PARSE, flush=False)  # nats-server's reason for a peer's -ERR
         elif kind == R_OK:
             pass
         elif kind == R_CLOSE:
@@ -602,7 +604,9 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             self._auth_timer.cancel()
             self._auth_timer = None
         if not mgr.authorize(self, doc):
-            self.error(ERR_AUTH_VIOLATION)
+            # nats-server's log line: the CONNECT's user (Go-quoted) when it carried one
+            user = doc.get("user")
+            self.error(f"{LOG_AUTH_ERROR} - User {wire.go_quote(user)}" if isinstance(user, str) and user else LOG_AUTH_ERROR)
             self.close(REASON_AUTH_FAILURE, ERR_AUTH_VIOLATION)
             return
         if doc.get("lang"):
@@ -1016,6 +1020,8 @@ class RouteManager:
         if self.server_tls is not None:
             log.info("TLS required for route connections")
         log.info("Listening for route connections on %s", _hostport(c.host, self.port))
+        if c.tls is not None and c.tls.insecure:
+            log.warning("TLS certificate chain and hostname of solicited routes will not be verified. DO NOT USE IN PRODUCTION!")
         for url in self.configured:
             self._spawn_dial(url, EXPLICIT, GOSSIP_DEFAULT, first=True)
 

@@ -65,7 +65,8 @@ def cert_not_after_from_file(path: str | None) -> dt.datetime | None:
 
 
 def served_not_after(server: Any, where: str) -> dt.datetime | None:
-    """NotAfter of the certificate served on a listener (``client`` or ``cluster``).
+    """NotAfter of the certificate served on a listener (``client``, ``cluster``, ``gateway``
+    or ``leaf``).
 
     Prefers the live TLS context the server built (it follows reloads); otherwise the first
     configured certificate file, which is what nats-server reports."""
@@ -76,6 +77,14 @@ def served_not_after(server: Any, where: str) -> dt.datetime | None:
     elif where == "cluster":
         live = getattr(getattr(server, "routes", None), "server_tls", None)  # the route manager's
         tls_opts = opts.cluster.tls if opts.cluster is not None else None
+    elif where == "gateway":
+        live = getattr(getattr(server, "gateways", None), "server_tls", None)
+        gw = getattr(opts, "gateway", None)
+        tls_opts = gw.tls if gw is not None else None
+    elif where == "leaf":
+        live = getattr(getattr(server, "leafs", None), "server_tls", None)
+        lo = getattr(opts, "leafnodes", None)
+        tls_opts = lo.tls if lo is not None and lo.port else None  # only a listener has a cert to report
     else:
         raise ValueError(f"unknown listener {where!r}")
     if tls_opts is None:

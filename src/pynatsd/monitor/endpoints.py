@@ -186,10 +186,25 @@ def _leaf_varz(server: Any) -> dict[str, Any]:
             out["tls_required"] = True
             if lo.tls.verify or lo.tls.verify_and_map:
                 out["tls_verify"] = True
+            na = served_not_after(server, "leaf")
+            if na is not None:
+                out["tls_cert_not_after"] = na
     if lo.remotes:
         out["remotes"] = [
             {"local_account": r.account or "$G", "urls": [_host_port(u) for u in r.urls]} for r in lo.remotes
         ]
+    return out
+
+
+def _gateway_varz(server: Any) -> dict[str, Any]:
+    """/varz "gateway": the gateway manager's section plus, as nats-server reports it, the
+    NotAfter of the gateway port's certificate."""
+    if getattr(server, "gateways", None) is None:
+        return {}
+    out: dict[str, Any] = server.gateways.varz()
+    na = served_not_after(server, "gateway")
+    if na is not None:
+        out["tls_cert_not_after"] = na
     return out
 
 
@@ -314,7 +329,7 @@ def varz(
             "max_payload": opts.max_payload,
             "max_pending": opts.max_pending,
             "cluster": _cluster_varz(server),
-            "gateway": server.gateways.varz() if getattr(server, "gateways", None) is not None else {},
+            "gateway": _gateway_varz(server),
             "leaf": _leaf_varz(server),
             "mqtt": {},
             "websocket": {},

@@ -569,9 +569,7 @@ def build_client_context(opts: TLSOptions, *, fips: bool, where: str) -> ClientT
             _load_identity(ctx, entry, cert_file, key_file)
             chains.append(entry.certificates("cert_file", cert_file))
         contexts.append(ctx)
-    if opts.insecure:
-        b.warn("insecure: the certificate chain and host name of the servers dialled will not be verified. "
-               "DO NOT USE IN PRODUCTION!")
+    # (``insecure`` is announced by the route/gateway/leafnode managers, in nats-server's words)
     selector = None
     if len(contexts) > 1:
         bare, _ = _client_context(b, opts, fips, chosen)  # for "no acceptable certificate"
