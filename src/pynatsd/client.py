@@ -538,10 +538,8 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
                 return
             self.transport = tls_transport
             try:
-                from pynatsd.tls.identity import tls_info
-
                 # peer certificates are worked out when /connz lists them (tls_peer_certs)
-                self.tls_info = tls_info(tls_transport, peer_certs=False)
+                self.tls_info = tls_transport.tls_summary()
             except Exception:  # noqa: BLE001 - informational only
                 self.tls_info = None
             if log.isEnabledFor(logging.DEBUG):
@@ -1076,10 +1074,12 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
             for sub in list(self.subs.values()):
                 self.remove_sub(sub)
         auth = server.authorizer
+        map_users = server.tls_map_users  # only then is the certificate needed (not free to get)
         # (scenarios2) nats-server says at -D when a mapped client sent more than its certificate
-        many = self._peer_cert_count() if server.tls_map_users and log.isEnabledFor(logging.DEBUG) else 1
+        many = self._peer_cert_count() if map_users and log.isEnabledFor(logging.DEBUG) else 1
         decision = auth.authenticate(
-            self.creds, self.peer_cert(), map_users=server.tls_map_users, debug=self.debug, peer_certs=many
+            self.creds, self.peer_cert() if map_users else None, map_users=map_users, debug=self.debug,
+            peer_certs=many,
         )
         if isinstance(decision, BcryptCheck):
             check = decision

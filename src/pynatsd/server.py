@@ -14,6 +14,7 @@ import base64
 import binascii
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -145,6 +146,12 @@ def _read_git_commit() -> str:
 GIT_COMMIT = _read_git_commit()
 
 
+def _json_string(text: str) -> bytes:
+    """A JSON string as go_json writes it (UTF-8, Go's extra escapes)."""
+    return wire.go_json(text).encode("utf-8", "replace")
+
+
+@functools.cache
 def go_field() -> str:
     """The INFO ``go`` field: clients only display it, so say what really runs."""
     impl = platform.python_implementation()
@@ -300,6 +307,7 @@ class Server:
         self._stopped: asyncio.Event | None = None
         self._ldm_task: asyncio.Task[None] | None = None
         self._pub_subject_cache: dict[bytes, bool] = {}
+        self._info_cache: dict[tuple[Any, ...], bytes] = {}  # info_for's JSON parts
         self._rate_window_end = 0.0
         self._rate_count = 0
         self._rate_blocked = 0
@@ -654,58 +662,79 @@ class Server:
     def info_for(
         self, client: ClientConnection, *, connect_info: bool = False, ldm: bool = False, nonce: str | None = None
     ) -> bytes:
-        """The INFO line for one client (keys in nats-server's order); ``nonce`` only in the first."""
+        """The INFO line for one client (keys in nats-server's order); ``nonce`` only in the first.
+
+        Every client gets two of these, so the JSON of the parts that are the same for many
+        clients (before client_id, after client_ip) is cached, keyed by their exact contents:
+        whatever changes them (reload, cluster URLs, lame duck) gives a new key, never a stale line.
+        """
         opts = self.opts
         host, port = opts.host, self.port
         if opts.client_advertise:
             host, port = _split_advertise(opts.client_advertise, port)
-        info: dict[str, Any] = {
+        head: dict[str, Any] = {
             "server_id": self.server_id,
             "server_name": self.server_name,
             "version": NATS_SERVER_COMPAT_VERSION,
             "proto": PROTO_VERSION,
         }
         if GIT_COMMIT:
-            info["git_commit"] = GIT_COMMIT
-        info |= {
-            "go": go_field(),
-            "host": host,
-            "port": port,
-            "headers": self.headers_supported,
-        }
+            head["git_commit"] = GIT_COMMIT
+        head["go"] = go_field()
+        head["host"] = host
+        head["port"] = port
+        head["headers"] = self.headers_supported
         if self.authorizer.info_auth_required:
-            info["auth_required"] = True
+            head["auth_required"] = True
         if self.tls is not None:
             if self.tls_required or (self.tls_handshake_first is not False and client.tls_first):
-                info["tls_required"] = True
+                head["tls_required"] = True
             if self.tls_verify:
-                info["tls_verify"] = True
+                head["tls_verify"] = True
             # (helper T) as nats-server 2.15: allow_non_tls shows here even to a TLS-first client
             # and with handshake_first: true (checked against the real server)
             if self.tls_available or opts.allow_non_tls:
-                info["tls_available"] = True
-        info["max_payload"] = opts.max_payload
-        if client.cid:
-            info["client_id"] = client.cid
+                head["tls_available"] = True
+        head["max_payload"] = opts.max_payload
+        # per client: never repeats, so written directly rather than cached
+        mid = b',"client_id":%d' % client.cid if client.cid else b""
         if client.host:
-            info["client_ip"] = client.host
+            mid += b',"client_ip":' + _json_string(client.host)
         if nonce:
-            info["nonce"] = nonce  # (nkeys helper N) for the client to sign
+            mid += b',"nonce":' + _json_string(nonce)  # (nkeys helper N) for the client to sign
+        tail: dict[str, Any] = {}
         if self.routes is not None:
-            info["cluster"] = self.routes.cluster_name
+            tail["cluster"] = self.routes.cluster_name
             urls = self.routes.client_connect_urls()
             if urls:
-                info["connect_urls"] = urls
+                tail["connect_urls"] = tuple(urls)  # a tuple keeps the cache key hashable
         if ldm:
-            info["ldm"] = True
+            tail["ldm"] = True
         if connect_info:
-            info["connect_info"] = True
-            info["remote_account"] = client.account
+            tail["connect_info"] = True
+            tail["remote_account"] = client.account
             if self.is_system_account(client.account):
-                info["acc_is_sys"] = True
-        info["api_lvl"] = API_LEVEL
-        info["xkey"] = self.xkey
-        return wire.info_line(info)
+                tail["acc_is_sys"] = True
+        tail["api_lvl"] = API_LEVEL
+        tail["xkey"] = self.xkey
+        return b"".join((b"INFO ", self._info_part(head, True), mid,
+                         self._info_part(tail, False), b"} \r\n"))
+
+    def _info_part(self, part: dict[str, Any], first: bool) -> bytes:
+        """``part`` as JSON members without the closing brace: '{"a":1,"b":2' for the first
+        part, ',"c":3' for the others, b"" when empty. Cached by exact contents (bounded)."""
+        if not part:
+            return b""
+        key = (first, *part.items())
+        cache = self._info_cache
+        out = cache.get(key)
+        if out is None:
+            text = wire.go_json(part).encode("utf-8", "replace")[:-1]  # drop the closing brace
+            out = text if first else b"," + text[1:]
+            if len(cache) >= 64:  # a handful in practice; bounded whatever happens
+                cache.clear()
+            cache[key] = out
+        return out
 
     # -- reload ------------------------------------------------------------------------------------
 

@@ -51,19 +51,21 @@ async def test_handshake_steps_run_where_configured(certs: CertSet, echo_factory
                                                     handshake_mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
+    from pynatsd.tls import transport
+
     threads: list[str] = []
-    real_step, real_do = TLSTransport._step_in_worker, SSL.Connection.do_handshake
+    real_step, real_do = TLSTransport._step_in_worker, transport._SSL_do_handshake
 
     def in_worker(self: TLSTransport) -> None:
         threads.append(threading.current_thread().name)
         real_step(self)
 
-    def inline(self: SSL.Connection) -> None:
+    def do_handshake(ssl: Any) -> int:  # the cffi call both paths make
         threads.append(threading.current_thread().name)
-        real_do(self)
+        return int(real_do(ssl))
 
     monkeypatch.setattr(TLSTransport, "_step_in_worker", in_worker)
-    monkeypatch.setattr(SSL.Connection, "do_handshake", inline)
+    monkeypatch.setattr(transport, "_SSL_do_handshake", do_handshake)
     async with echo_factory(server_tls(certs, verify=True, ca_file=certs.ca.cert_file)) as srv:
         assert await stdlib_roundtrip(srv.port, stdlib_client_ctx(certs, certs.alice)) == b"ping\r\n"
     assert len(threads) >= 2  # ClientHello, then the client's Finished

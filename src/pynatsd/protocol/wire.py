@@ -85,13 +85,16 @@ _GO_JSON_ESCAPES: Final = (
 )
 
 
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # what dumps() would build
+
+
 def go_json(obj: Any, indent: str | None = None) -> str:
     """JSON as Go's encoding/json writes it: compact (or indented), key order kept, non-ASCII
     as UTF-8, and <, >, &, U+2028, U+2029 escaped. These characters can only occur inside
     strings, so replacing them in the output is safe.
     """
     if indent is None:
-        s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+        s = _COMPACT.encode(obj)
     else:
         s = json.dumps(obj, indent=indent, ensure_ascii=False)
     for raw, esc in _GO_JSON_ESCAPES:

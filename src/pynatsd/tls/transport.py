@@ -59,6 +59,7 @@ _SSL_version = _lib.SSL_version
 _TLS1_3 = _lib.TLS1_3_VERSION
 _ZERO_RETURN = _lib.SSL_ERROR_ZERO_RETURN
 _SSL_do_handshake = _lib.SSL_do_handshake
+_SUMMARIES: dict[tuple[int, int, int], dict[str, Any]] = {}  # TLSTransport.tls_summary
 
 _UNKNOWN_CA = {
     _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, _lib.X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT,
@@ -293,8 +294,9 @@ class TLSTransport(asyncio.Transport):
             if data:
                 self._pending.append(data)
             return
-        if data:
-            self._conn.bio_write(data)
+        if data and _BIO_write(self._into_ssl, _ffi.from_buffer(data), len(data)) != len(data):
+            self._fail("TLS engine refused input")
+            return
         if not self._checking:  # while the peer check runs, data waits in the engine
             self._step()
 
@@ -304,16 +306,23 @@ class TLSTransport(asyncio.Transport):
             self._busy = True
             workers.submit(self)
             return
-        try:
-            self._conn.do_handshake()
-        except SSL.WantReadError:
+        # The cffi call directly: pyOpenSSL's do_handshake raises an exception for every
+        # "wants more bytes", which is most steps; errors still go through it for their text.
+        ssl = self._ssl
+        r = _SSL_do_handshake(ssl)
+        if r == 1:
+            self._handshake_done()
+            return
+        if _SSL_get_error(ssl, r) == _WANT_READ:
             self._flush()
             return
-        except SSL.Error as e:
-            self._flush()  # the alert, so the peer learns why
-            self._fail(_describe(e, self._conn))
-            return
-        self._handshake_done()
+        try:
+            self._conn._raise_ssl_error(ssl, r)
+            reason = "handshake failure"
+        except Exception as e:  # noqa: BLE001 - SSL.Error, or what a pyOpenSSL callback raised
+            reason = _describe(e, self._conn)
+        self._flush()  # the alert, so the peer learns why
+        self._fail(reason)
 
     def _step_in_worker(self) -> None:
         # Raw cffi calls (no exception for the usual want-read); OpenSSL's error queue is per
@@ -622,6 +631,28 @@ class TLSTransport(asyncio.Transport):
         if name == "tls_first":
             return self.tls_first
         return self._raw.get_extra_info(name, default)
+
+    def tls_summary(self) -> dict[str, Any]:
+        """version, cipher_suite and group (Go names) of the established connection: the
+        /connz facts without peer certificates. Shared between connections that negotiated
+        the same (read-only: copy before changing it)."""
+        ssl = self._ssl
+        group = _lib.SSL_get0_group_name(ssl) if _lib.SSL_get_session(ssl) != _ffi.NULL else _ffi.NULL
+        # constant OpenSSL tables: the same pointers mean the same names
+        key = (_SSL_version(ssl), int(_ffi.cast("uintptr_t", _lib.SSL_get_current_cipher(ssl))),
+               int(_ffi.cast("uintptr_t", group)))
+        info = _SUMMARIES.get(key)
+        if info is None:
+            conn = self._conn
+            version = conn.get_protocol_version_name()  # "TLSv1.3"
+            info = {
+                "version": version[4:] if version.startswith("TLSv") else version,
+                "cipher_suite": go_cipher_name(conn.get_cipher_name()),
+                "group": go_group_name(conn.get_group_name()),
+            }
+            if len(_SUMMARIES) < 256:
+                _SUMMARIES[key] = info
+        return info
 
     def _peer_certs(self) -> list[x509.Certificate]:
         if self._peer_chain is None:
