@@ -668,3 +668,82 @@ http: "127.0.0.1:-1"
     assert users == [("CN=frank, OU=Ops, O=Acme", "OPS"), ("carol@example.com", "SALES"),
                      ("dave.example.com", "SALES")]
     assert same(pair, lambda s: exchange(s, pki.ca, pki.erin, CONNECT + b"PING\r\n"))[1] == AUTH_VIOLATION
+
+
+def test_allow_non_tls_takes_either(pki: GuidePKI, pairs: Callable[..., Pair]) -> None:
+    """With allow_non_tls the server looks at the client's first bytes: a ClientHello after the
+    INFO gets TLS (with a certificate check under verify), CONNECT in clear text gets none."""
+    pair = pairs(tls_conf(pki.server, ca_file=pki.ca, verify=True) + "allow_non_tls: true\n"
+                 + 'http: "127.0.0.1:-1"\n')
+    assert same(pair, lambda s: exchange(s, pki.ca, pki.carol)) == (True, b"PONG\r\n", "until")
+    assert same(pair, lambda s: exchange(s, pki.ca, None, b""))[2] == "alert:TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert same(pair, lambda s: plain(s, CONNECT + b"PING\r\n"))[1:] == (b"PONG\r\n", "until")
+
+    def kinds(s: ServerProcess) -> list[tuple[str | None, str | None]]:
+        socks = [tls_client(s, pki.ca, pki.carol)]
+        raw = socket.create_connection((HOST, s.port), timeout=3)
+        socks.append(raw)  # type: ignore[arg-type]
+        try:
+            assert _info_line(raw, 3) is not None
+            raw.sendall(CONNECT + b"PING\r\n")
+            assert _read(raw, b"PONG\r\n", 3)[1] == "until"
+            conns = monitor(s, "/connz")["connections"]
+            return sorted(((c.get("tls_version"), c.get("tls_cipher_suite")) for c in conns), key=str)
+        finally:
+            for sock in socks:
+                sock.close()
+
+    assert same(pair, kinds) == [("1.3", "TLS_AES_128_GCM_SHA256"), (None, None)]
+
+
+def test_reload_turns_tls_on_and_off(pki: GuidePKI) -> None:
+    """A plain server given a tls block by a reload: clients connected in clear text stay, new
+    ones must do TLS; the block removed again: the TLS client stays, INFO no longer asks."""
+    servers: dict[str, ServerProcess] = {}
+    live: list[socket.socket] = []
+    try:
+        for impl in IMPLS:
+            servers[impl] = ServerProcess(impl, "").start()
+
+        def plain_client(s: ServerProcess) -> socket.socket:
+            sock = socket.create_connection((HOST, s.port), timeout=3)
+            live.append(sock)
+            assert _info_line(sock, 3) is not None
+            sock.sendall(CONNECT + b"PING\r\n")
+            assert _read(sock, b"PONG\r\n", 3)[1] == "until"
+            return sock
+
+        early = [plain_client(s) for s in servers.values()]
+        for s in servers.values():
+            s.reload(tls_conf(pki.server))
+        each(lambda impl: wait_lines(servers[impl], r"Reloaded server configuration"))
+        assert same(servers, tls_info_fields) == {"tls_required": True}
+        tls_socks = [tls_client(s, pki.ca, None) for s in servers.values()]
+        live.extend(tls_socks)
+        for s in servers.values():
+            s.reload("")
+        each(lambda impl: wait_lines(servers[impl], r"Reloaded server configuration", 2))
+        assert same(servers, tls_info_fields) == {}
+        for sock in early:
+            sock.sendall(b"PING\r\n")
+            assert _read(sock, b"PONG\r\n", 3) == (b"PONG\r\n", "until")
+        for tsock in tls_socks:
+            assert talk(tsock, b"") == b"PONG\r\n"
+        got = {impl: notices(s) for impl, s in servers.items()}
+        every = ["Reloaded: authorization users", "Reloaded: accounts"]
+        # the default auth timeout is the TLS timeout + 1 s with TLS, 2 s without
+        assert got["nats"] == got["pynatsd"] == [
+            *every, "Reloaded: authorization timeout = 3", "Reloaded: tls = enabled", "Reloaded server configuration",
+            *every, "Reloaded: authorization timeout = 2", "Reloaded: tls = disabled", "Reloaded server configuration"]
+    finally:
+        for sock in live:
+            sock.close()
+        for s in servers.values():
+            s.cleanup()
+
+
+def tls_info_fields(s: ServerProcess) -> dict[str, Any]:
+    with socket.create_connection((HOST, s.port), timeout=3) as sock:
+        info = _info_line(sock, 3)
+    assert info is not None
+    return {k: v for k, v in info.items() if k.startswith("tls_")}
