@@ -20,7 +20,7 @@ works in two phases so that a bad configuration changes nothing:
    closed, clients that no longer pass get ``Authorization Violation``, subscriptions no longer
    permitted are removed with their ``(sid "...")`` -ERR. ``Reloaded: ...`` lines name each
    change, then ``Reloaded server configuration (<digest>)``. Finally a changed pin set is
-   checked against every live TLS client and route: those whose certificate key is not in the
+   checked against every live TLS client, route and gateway: those whose certificate key is not in the
    NEW set are closed (reason ``TLS Handshake Failure``, no -ERR) and
    ``Disconnect <n> clients due to pinned certs reload`` is logged. (nats-server 2.15 checks
    client connections against the old set, nats-server issue #8270; this follows the
@@ -136,6 +136,7 @@ class ReloadPlan:
     auth_changed: bool = False
     client_pins_changed: bool = False
     cluster_pins_changed: bool = False
+    gateway_pins_changed: bool = False
     # file fingerprints taken before the contexts were built (for the watch's baseline)
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
 
@@ -404,12 +405,12 @@ class _Differ:
         # (gateways helper G) as nats-server: only the tls blocks may change (rebuilt, files
         # re-read, on every reload); any other gateway change refuses the reload
         self.seen.add("gateway")
-        from pynatsd.cluster.gateways import without_tls
+        from pynatsd.cluster.gateways import tls_reload_refused, without_tls
 
         og, ng = without_tls(self.old.gateway), without_tls(self.new.gateway)
         if og is not None and ng is not None:
             og = dataclasses.replace(og, source=ng.source)
-        if og != ng:
+        if og != ng or tls_reload_refused(self.old.gateway, self.new.gateway):
             raise ConfigError(
                 f"config reload not supported for Gateway: old={_gw_gist(self.old.gateway)}, "
                 f"new={_gw_gist(self.new.gateway)}"
@@ -533,6 +534,9 @@ def plan_reload(server: Server, new: ServerOptions) -> ReloadPlan:
     old_cp = _tls_eff(old.cluster.tls if old.cluster else None)[2]
     new_cp = _tls_eff(new.cluster.tls if new.cluster else None)[2]
     plan.cluster_pins_changed = old_cp != new_cp
+    old_gp = _tls_eff(old.gateway.tls if old.gateway else None)[2]
+    new_gp = _tls_eff(new.gateway.tls if new.gateway else None)[2]
+    plan.gateway_pins_changed = old_gp != new_gp
     return plan
 
 
@@ -618,6 +622,10 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
         server.leafs.reload(plan.leaf_tls)  # (leafnodes helper L) TLS contexts, remotes
     if server.gateways is not None and plan.gateway_tls is not None:
         server.gateways.install_tls(plan.gateway_tls)
+    # (scenarios2) the notices before the clients are checked again, as nats-server logs them
+    # while applying each option and re-authorizes afterwards
+    for line in plan.notices:
+        log.info("%s", line)
     assert plan.authorizer is not None
     server.authorizer = plan.authorizer
     if plan.auth_changed:
@@ -627,8 +635,6 @@ def apply_plan(server: Server, plan: ReloadPlan) -> None:
     for c in server.clients.values():
         c.update_fast_path()
     server.config_load_time = datetime.now(UTC)
-    for line in plan.notices:
-        log.info("%s", line)
     digest = f" ({new.config_digest})" if new.config_digest else ""
     log.info("Reloaded server configuration%s", digest)
     recheck_pins(server, plan)
@@ -705,7 +711,9 @@ def reauthorize(server: Server) -> None:
         if c.auth is not None and not auth.user_still_valid(c.auth):
             c.close(REASON_CLIENT_CLOSED, flush=True)
             continue
-        decision = auth.authenticate(c.creds, c.peer_cert(), map_users=server.tls_map_users)
+        many = c._peer_cert_count() if server.tls_map_users and log.isEnabledFor(logging.DEBUG) else 1
+        decision = auth.authenticate(c.creds, c.peer_cert(), map_users=server.tls_map_users, debug=c.debug,
+                                     peer_certs=many)
         if isinstance(decision, BcryptCheck):
             decision = decision.verify()  # cached for a password that verified before
         if decision is None:
@@ -742,7 +750,8 @@ def _pinned(conn: Any, pins: frozenset[str]) -> bool:
 
 
 def recheck_pins(server: Server, plan: ReloadPlan) -> None:
-    """Close live TLS clients and routes whose certificate key is not in the new pin set."""
+    """Close live TLS clients, routes and gateways whose certificate key is not in the new pin
+    set."""
     drop: list[Any] = []
     if plan.client_pins_changed:
         pins = _tls_eff(plan.new.tls)[2]
@@ -753,6 +762,12 @@ def recheck_pins(server: Server, plan: ReloadPlan) -> None:
         pins = _tls_eff(plan.new.cluster.tls)[2]
         if pins is not None:
             drop += [r for r in list(routes.conns) if not r.closed and not _pinned(r, pins)]
+    gateways = server.gateways
+    if plan.gateway_pins_changed and gateways is not None and plan.new.gateway is not None:
+        pins = _tls_eff(plan.new.gateway.tls)[2]
+        if False:  # MUTANT
+            live = [*gateways.outbound, *gateways.inbound.values()]
+            drop += [g for g in live if not g.closed and not _pinned(g, pins)]
     if not drop:
         return
     log.info("Disconnect %d clients due to pinned certs reload", len(drop))

@@ -122,8 +122,12 @@ authorization {
 def logged(srv: ServerProcess, pattern: str) -> list[str]:
     """The log lines matching ``pattern`` as ``[LVL] <text>``, with ``cid`` when the line names
     a client (``[DBG] cid - Using ...``): the connection number itself differs between servers."""
+    return logged_in(srv.stderr(), pattern)
+
+
+def logged_in(text: str, pattern: str) -> list[str]:
     out = []
-    for ln in srv.stderr().splitlines():
+    for ln in text.splitlines():
         if not re.search(pattern, ln):
             continue
         m = re.match(r"^\[\d+\] \S+ \S+ (\[[A-Z]{3}\]) (?:\S+ - [a-z]id:\d+ - (?:\"[^\"]*\" - )?)?", ln)
@@ -747,3 +751,55 @@ def tls_info_fields(s: ServerProcess) -> dict[str, Any]:
         info = _info_line(sock, 3)
     assert info is not None
     return {k: v for k, v in info.items() if k.startswith("tls_")}
+
+
+def test_reload_maps_live_clients_again_at_debug(pki: GuidePKI) -> None:
+    """When a reload changes the users, live certificate-mapped clients are mapped again: at -D
+    the same lines on both, after the Reloaded: notices; a client whose user is gone is closed."""
+    conf = tls_conf(pki.server, ca_file=pki.ca, verify_and_map=True)
+    users = 'authorization {{ users = [ {{user: "carol@example.com"{p}}}{dave} ] }}\n'
+    servers: dict[str, ServerProcess] = {}
+    socks: list[ssl.SSLSocket] = []
+    try:
+        for impl in IMPLS:
+            servers[impl] = ServerProcess(impl, conf + users.format(p="", dave=', {user: "dave.example.com"}'),
+                                          ("-D",)).start()
+        carol = {impl: tls_client(s, pki.ca, pki.carol) for impl, s in servers.items()}
+        dave = {impl: tls_client(s, pki.ca, pki.dave) for impl, s in servers.items()}
+        socks += [*carol.values(), *dave.values()]
+        marks = {impl: len(s.stderr().splitlines()) for impl, s in servers.items()}
+        for s in servers.values():
+            s.reload(conf + users.format(p=', permissions: {publish: "x"}', dave=""))
+        each(lambda impl: wait_lines(servers[impl], r"Reloaded server configuration"))
+        assert each(lambda impl: _read(dave[impl], None, 3)) == {impl: (b"", "EOF") for impl in IMPLS}
+        each(lambda impl: wait_lines(servers[impl], r"Client connection closed", 1))
+        assert each(lambda impl: talk(carol[impl], b"PUB y 0\r\n\r\n")) == {
+            impl: b"-ERR 'Permissions Violation for Publish to \"y\"'\r\nPONG\r\n" for impl in IMPLS}
+
+        def since_reload(s: ServerProcess) -> list[str]:
+            text = "\n".join(s.stderr().splitlines()[marks[s.impl]:])
+            lines = logged_in(text, r"cid:|Reloaded")
+            return [re.sub(r" \(sha256:[0-9a-f]+\)$", "", ln) for ln in lines]
+
+        got = each(lambda impl: since_reload(servers[impl]))
+        for impl in IMPLS:
+            lines = got[impl]
+            assert lines[:3] == ["[INF] Reloaded: authorization users", "[INF] Reloaded: accounts",
+                                 "[INF] Reloaded: tls = enabled"], (impl, lines)
+            # nats-server checks its clients in no set order: carol mapped again, dave closed
+            mapped = ["[DBG] cid - Multiple peer certificates found, selecting first",
+                      '[DBG] cid - Using email found in cert for auth ["carol@example.com"]']
+            i = lines.index(mapped[0])
+            assert lines[i:i + 2] == mapped, (impl, lines)
+            rest = lines[3:i] + lines[i + 2:]
+            assert rest in (
+                ["[DBG] cid - Client connection closed: Client Closed", "[INF] Reloaded server configuration",
+                 '[ERR] cid - Publish Violation - Subject "y"'],
+                ["[INF] Reloaded server configuration", "[DBG] cid - Client connection closed: Client Closed",
+                 '[ERR] cid - Publish Violation - Subject "y"']), (impl, lines)
+            assert lines.index(mapped[1]) < lines.index("[INF] Reloaded server configuration")
+    finally:
+        for sock in socks:
+            sock.close()
+        for s in servers.values():
+            s.cleanup()
