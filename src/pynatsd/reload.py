@@ -765,7 +765,7 @@ def recheck_pins(server: Server, plan: ReloadPlan) -> None:
     gateways = server.gateways
     if plan.gateway_pins_changed and gateways is not None and plan.new.gateway is not None:
         pins = _tls_eff(plan.new.gateway.tls)[2]
-        if False:  # MUTANT
+        if pins is not None:  # registered gateways, outbound and inbound, as nats-server
             live = [*gateways.outbound, *gateways.inbound.values()]
             drop += [g for g in live if not g.closed and not _pinned(g, pins)]
     if not drop:

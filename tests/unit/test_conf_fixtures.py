@@ -34,9 +34,6 @@ REFUSED = {
     "test/configs/operator.conf": "operator",
     "test/configs/operator_inline.conf": "operator",
     "test/configs/resolver_preload.conf": "operator",
-    # (gateways) certificate-mapped gateway users are not implemented
-    "test/configs/tls_cert_cn_gateways.conf": "verify_and_map",
-    "test/configs/tls_cert_cn_gateways_invalid_auth.conf": "verify_and_map",
 }
 TLS_CONTEXT = {
     "server/configs/tls_bad_cipher.conf": "cipher_suites",

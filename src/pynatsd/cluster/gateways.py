@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
 from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
+from pynatsd.cluster import peerauth
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
@@ -132,10 +133,14 @@ def build_gateway_tls(g: GatewayOptions, fips: bool) -> tuple[Any, dict[str, Any
     server_tls = None
     if g.tls is not None:
         server_tls = build_server_context(dataclasses.replace(g.tls, verify=True), fips=fips, where="gateway.tls")
+    # as nats-server, gateway.tls pinned_certs checks the servers we dial too, whichever tls
+    # block the dial uses (a remote entry's own pinned_certs is not used)
+    pins = g.tls.pinned_certs if g.tls is not None else None
     clients: dict[str, Any] = {}
     for r in g.gateways:
         tls = r.tls or g.tls
         if tls is not None and r.name != g.name:
+            tls = dataclasses.replace(tls, pinned_certs=pins)
             clients[r.name] = build_client_context(tls, fips=fips, where="gateway.tls")
     return server_tls, clients
 
@@ -148,6 +153,26 @@ def without_tls(g: GatewayOptions | None) -> GatewayOptions | None:
         g, tls=None, source=dataclasses.replace(g.source),
         gateways=tuple(dataclasses.replace(r, tls=None) for r in g.gateways),
     )
+
+
+def tls_reload_refused(old: GatewayOptions | None, new: GatewayOptions | None) -> bool:
+    """Whether a reload changes what nats-server does not reload in the gateway tls blocks:
+    ``timeout``, ``verify_and_map`` and ``verify_cert_and_check_known_urls`` of gateway.tls and
+    the remotes' ``timeout`` (``pinned_certs`` and the TLS configuration itself do reload)."""
+    if old is None or new is None:
+        return False
+
+    def fixed(t: Any) -> tuple[float, bool, bool]:
+        return (t.timeout, t.verify_and_map, t.verify_cert_and_check_known_urls)
+
+    if old.tls is not None and new.tls is not None and fixed(old.tls) != fixed(new.tls):
+        return True
+    theirs = {r.name: r.tls for r in new.gateways}
+    for r in old.gateways:
+        t = theirs.get(r.name)
+        if r.tls is not None and t is not None and r.tls.timeout != t.timeout:
+            return True
+    return False
 
 
 @dataclasses.dataclass
@@ -263,6 +288,11 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         mgr.conns.add(self)
+        # nats-server says which connection this is before any TLS handshake
+        if self.outbound:
+            self.notice(f"Creating outbound gateway connection to {wire.go_quote(self.name)}")
+        else:
+            self.notice("Processing inbound gateway connection")
         tls_ctx = self.remote.client_tls if self.remote is not None else mgr.server_tls
         if tls_ctx is not None:
             self._start_tls(tls_ctx)
@@ -272,7 +302,7 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     def _start_tls(self, ctx: Any) -> None:
         from pynatsd.tls import transport as tlstransport
 
-        self.debug("Starting TLS gateway connection handshake")
+        self.debug(f"Starting TLS gateway {'client' if self.outbound else 'server'} handshake")
 
         def done(tls_transport: Any, err: str | None) -> None:
             if self.closed:
@@ -289,6 +319,10 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             except Exception:  # noqa: BLE001 - informational only
                 self.tls_info = None
             self.debug("TLS handshake complete")
+            if self.tls_info and self.tls_info.get("version"):
+                self.debug(
+                    f"TLS version {self.tls_info.get('version')}, cipher suite {self.tls_info.get('cipher_suite')}"
+                )
             self._begin()
 
         mgr = self.manager
@@ -304,10 +338,7 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     def _begin(self) -> None:
         mgr = self.manager
         self._reading = True
-        if self.outbound:
-            self.notice(f"Creating outbound gateway connection to {wire.go_quote(self.name)}")
-        else:
-            self.notice("Processing inbound gateway connection")
+        if not self.outbound:
             self.enqueue(rp.info_line(mgr.gateway_info()))
             self._auth_timer = self.server.loop.call_later(mgr.auth_timeout, self._auth_timeout)
         self.flush()
@@ -810,10 +841,20 @@ class GatewayManager:
         return doc
 
     def authorize(self, conn: GatewayConnection, doc: dict[str, Any]) -> bool:
+        """An inbound gateway's CONNECT credentials, or with ``verify_and_map`` /
+        ``verify_cert_and_check_known_urls`` its certificate, against the gateway
+        authorization (cluster/peerauth.py, shared with routes). The known URLs are every URL
+        of the ``gateways`` list, as nats-server checks them."""
         g = self.gopts
-        if not g.username:
-            return True
-        return doc.get("user") == g.username and doc.get("pass") == (g.password or "")
+        tls = g.tls
+        if tls is not None and (tls.verify_and_map or tls.verify_cert_and_check_known_urls):
+            known = None
+            if tls.verify_cert_and_check_known_urls:
+                known = [parse_gateway_url(u).host for r in g.gateways for u in r.urls]
+            return peerauth.cert_authorized(
+                conn.transport, user=g.username, map_user=tls.verify_and_map, known_hosts=known, debug=conn.debug
+            )
+        return peerauth.password_authorized(g.username, g.password, doc)
 
     def register_outbound(self, conn: GatewayConnection) -> None:
         remote = conn.remote

@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
 from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
+from pynatsd.cluster import peerauth
 from pynatsd.cluster import protocol as rp
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
@@ -1143,51 +1144,19 @@ class RouteManager:
         return doc
 
     def authorize(self, conn: RouteConnection, doc: dict[str, Any]) -> bool:
-        """The route CONNECT's credentials (or the peer certificate) against cluster auth."""
+        """The route CONNECT's credentials (or the peer certificate) against cluster auth
+        (cluster/peerauth.py, shared with gateways)."""
         c = self.copts
         tls = c.tls
         if tls is not None and (tls.verify_and_map or tls.verify_cert_and_check_known_urls):
-            cert = conn.transport.get_extra_info("peercert") if conn.transport is not None else None
-            if cert is None:
-                return False
-            if tls.verify_cert_and_check_known_urls and self._cert_names_known_url(cert):
-                return True
-            if tls.verify_and_map and c.username:
-                from pynatsd.tls.identity import map_certificate
-
-                return map_certificate(cert, [c.username], structured_dn=False) is not None
-            return False
-        if not c.username:
-            return True
-        if doc.get("user") != c.username:
-            return False
-        given = doc.get("pass")
-        if not isinstance(given, str):
-            given = ""
-        want = c.password or ""
-        from pynatsd.auth import bcrypt_verify, is_bcrypt
-
-        if is_bcrypt(want):
-            return bcrypt_verify(want, given)
-        return secrets.compare_digest(want.encode(), given.encode())
-
-    def _cert_names_known_url(self, cert: Any) -> bool:
-        """verify_cert_and_check_known_urls: a DNS SAN of the peer names a configured route host."""
-        from cryptography import x509
-
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return False
-        hosts = [u.host.lower().split(".") for u in self.configured]
-        for name in san.get_values_for_type(x509.DNSName):
-            labels = name.lower().split(".")
-            for h in hosts:
-                if len(h) == len(labels) and all(
-                    a == b or (i == 0 and a == "*") for i, (a, b) in enumerate(zip(labels, h, strict=True))
-                ):
-                    return True
-        return False
+            return peerauth.cert_authorized(
+                conn.transport,
+                user=c.username,
+                map_user=tls.verify_and_map,
+                known_hosts=[u.host for u in self.configured] if tls.verify_cert_and_check_known_urls else None,
+                debug=conn.debug,
+            )
+        return peerauth.password_authorized(c.username, c.password, doc)
 
     def adopt_cluster_name(self, theirs: str, theirs_dynamic: bool) -> bool:
         """A dynamic cluster name gives way to a configured or greater one (nats-server's rule)."""

@@ -1776,25 +1776,37 @@ class _Loader:
             elif lk == "urls":
                 urls.extend(self.gateway_url(u, kpos) for u in self.string_list(gv, k, kpos))
             elif lk == "tls":
-                o["tls"] = self.gateway_tls(gv, k, kpos)
+                o["tls"] = self.gateway_tls(gv, k, kpos, remote=True)
             else:
                 self.unknown(v, k)
         o["urls"] = tuple(urls)
         return RemoteGatewayOptions(**o)
 
-    def gateway_tls(self, v: Any, key: str, pos: Pos) -> TLSOptions:
-        """A gateway tls block; the certificate-based gateway authorization options are not
-        implemented and refused (ignoring them would change who may connect)."""
+    def gateway_tls(self, v: Any, key: str, pos: Pos, remote: bool = False) -> TLSOptions:
+        """A gateway tls block (``remote``: a ``gateways`` entry's). ``verify_and_map``,
+        ``verify_cert_and_check_known_urls`` and ``pinned_certs`` of gateway.tls apply to every
+        gateway connection (cluster/gateways.py); in a remote entry nats-server parses and then
+        ignores them, which we say with a warning. ``ocsp_peer`` and ``handshake_first`` are
+        not implemented for gateways and refused."""
         t = self.tls(v, key, pos, client_ctx=False)
         for name, on in (
-            ("verify_and_map", t.verify_and_map),
-            ("verify_cert_and_check_known_urls", t.verify_cert_and_check_known_urls),
-            ("pinned_certs", t.pinned_certs is not None),
             ("ocsp_peer", t.ocsp_peer is not None),
             ("handshake_first", t.handshake_first is not False),
         ):
             if on:
                 self.refuse(name, pos, f"{name} in a gateway tls block")
+        if remote:
+            for name, on in (
+                ("verify_and_map", t.verify_and_map),
+                ("verify_cert_and_check_known_urls", t.verify_cert_and_check_known_urls),
+                ("pinned_certs", t.pinned_certs is not None),
+            ):
+                if on:
+                    self.warn(
+                        f"{_go_quote(name)} in a remote gateway's tls block is ignored, as by nats-server "
+                        "(the gateway block's tls applies to every gateway connection)",
+                        pos,
+                    )
         return t
 
     def gateway_url(self, text: str, pos: Pos) -> str:

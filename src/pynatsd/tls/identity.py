@@ -423,6 +423,13 @@ def _literal_candidates(cert: x509.Certificate) -> tuple[list[tuple[str, str]], 
     return sans, tail
 
 
+def mapping_candidates(cert: CertLike) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The literal verify_and_map candidates as (how, name): (the SANs: email, DNS, URI, in that
+    order; the subject strings: with the DCs appended when there are any, then plain). Routes
+    and gateways try these (cluster/peerauth.py)."""
+    return _literal_candidates(_cert(cert))
+
+
 def cert_identities(cert: CertLike) -> list[str]:
     """User names verify_and_map tries literally, in nats-server's order: email SANs, DNS SANs,
     URI SANs, [the structured DN match sits here: see ``map_certificate``], Go subject string
