@@ -237,81 +237,83 @@ class ConnectionViews:
 class ClientConnection(ConnectionViews, asyncio.Protocol):
     """A client connection (see the module docstring)."""
 
+    # Defaults every connection shares until it sets its own: a new connection stores only
+    # what differs (immutable values only; dicts and lists are made per connection).
+    cid = 0
+    host = ""
+    port = 0
+    rtt: float | None = None
+    _rtt_start = 0.0
+    pings_out = 0
+    in_msgs = 0
+    out_msgs = 0
+    in_bytes = 0
+    out_bytes = 0
+    name = ""
+    lang = ""
+    version = ""
+    user: str | None = None
+    account = "$G"
+    auth: AuthResult | None = None
+    auth_method: str | None = None
+    perms: ClientPermissions | None = None
+    creds = Credentials()
+    nonce: str | None = None  # (nkeys helper N) sent in the first INFO when nkey users exist
+    tls_info: dict[str, Any] | None = None
+    tls_first = False
+    closed = False
+    closed_reason: str | None = None
+    stop: datetime | None = None
+    verbose = True
+    pedantic = True
+    echo = True
+    headers = False
+    no_responders = False
+    protocol = 0
+    connected = False  # a CONNECT was accepted
+    fast = False  # see update_fast_path
+    _connect_received = False
+    _opt_headers = False  # CONNECT "headers" as sent (effective: self.headers)
+    authenticated = False
+    first_pong_sent = False
+    transport: Any = None  # where we write: the socket, or the TLS wrapper over it
+    raw_transport: Any = None
+    out_size = 0
+    wbuf = 0  # transport write-buffer size after the last flush
+    _written = 0  # bytes handed to the transport in total
+    _wd_sent = 0  # _sent_estimate() when the write-deadline timer was armed
+    dirty = False
+    stall = False  # a receiver of this connection's messages is filling up
+    _stalled: asyncio.TimerHandle | None = None
+    replies: dict[bytes, list[float]] | None = None
+    _auth_timer: asyncio.TimerHandle | None = None
+    _ping_timer: asyncio.TimerHandle | None = None
+    _wd_timer: asyncio.TimerHandle | None = None
+    _backlog: list[tuple[Any, ...]] | None = None
+    _reading = False  # set once bytes may be handed to the parser (after TLS setup)
+    _pending_tls_data = b""
+    _sniff = False  # allow_non_tls: the first byte decides TLS or plaintext
+    _fallback_wait = False  # handshake_first with a fallback delay, still waiting
+    _ncs = ""  # log prefix "ip:port - cid:N"
+
     def __init__(self, server: Server) -> None:
         self.server = server
         opts = server.opts
-        self.cid = 0
-        self.host = ""
-        self.port = 0
         self.start = datetime.now(UTC)
         self._last_in = time.time()
         self._last_out = self._last_in
-        self.rtt: float | None = None
-        self._rtt_start = 0.0
-        self.pings_out = 0
-        self.in_msgs = 0
-        self.out_msgs = 0
-        self.in_bytes = 0
-        self.out_bytes = 0
         self.subs: dict[bytes, Subscription] = {}
-        self.name = ""
-        self.lang = ""
-        self.version = ""
-        self.user: str | None = None
-        self.account = "$G"
         self.acc: Account = server.gacc  # (accounts helper A) whose subject space this client is in
-        self.auth: AuthResult | None = None
-        self.auth_method: str | None = None
-        self.perms: ClientPermissions | None = None
-        self.creds = Credentials()
-        self.nonce: str | None = None  # (nkeys helper N) sent in the first INFO when nkey users exist
-        self.tls_info: dict[str, Any] | None = None
-        self.tls_first = False
-        self.closed = False
-        self.closed_reason: str | None = None
-        self.stop: datetime | None = None
-        # CONNECT options (defaults apply before any CONNECT)
-        self.verbose = True
-        self.pedantic = True
-        self.echo = True
-        self.headers = False
-        self.no_responders = False
-        self.protocol = 0
-        self.connected = False  # a CONNECT was accepted
-        self.fast = False  # see update_fast_path
-        self._connect_received = False
-        self._opt_headers = False  # CONNECT "headers" as sent (effective: self.headers)
-        self.authenticated = False
-        self.first_pong_sent = False
         self.parser = ClientParser(opts.max_control_line, opts.max_payload)
         # The parser stops after each CONNECT (the rest waits in it, see _feed) so the CONNECT is
         # applied first: HPUB is allowed from the op after a CONNECT that negotiated headers
         # (_connect_finish sets parser.headers), and closes silently before, as in nats-server.
         self.parser.stop_after_connect = True
         self.parser.runs = True  # runs of same-line PUBs come as OP_PUBS (_process, _pub_run)
-        self.transport: Any = None  # where we write: the socket, or the TLS wrapper over it
-        self.raw_transport: Any = None
         self.out: list[bytes] = []
-        self.out_size = 0
-        self.wbuf = 0  # transport write-buffer size after the last flush
-        self._written = 0  # bytes handed to the transport in total
-        self._wd_sent = 0  # _sent_estimate() when the write-deadline timer was armed
-        self.dirty = False
         self.max_pending = opts.max_pending
         self.stall_at = opts.max_pending * 3 // 4  # fast-producer stall threshold
-        self.stall = False  # a receiver of this connection's messages is filling up
-        self._stalled: asyncio.TimerHandle | None = None
-        self.replies: dict[bytes, list[float]] | None = None
-        self._auth_timer: asyncio.TimerHandle | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._wd_timer: asyncio.TimerHandle | None = None
-        self._backlog: list[tuple[Any, ...]] | None = None
-        self._reading = False  # set once bytes may be handed to the parser (after TLS setup)
-        self._pending_tls_data = b""
-        self._sniff = False  # allow_non_tls: the first byte decides TLS or plaintext
-        self._fallback_wait = False  # handshake_first with a fallback delay, still waiting
         self._connect_fields: dict[str, Any] = {}
-        self._ncs = ""  # log prefix "ip:port - cid:N"
 
     # -- monitoring views --------------------------------------------------------------------
 

@@ -193,6 +193,20 @@ class TLSTransport(asyncio.Transport):
     bits), ``tls_first``; anything else (peername, sockname, socket) comes from the raw transport.
     """
 
+    # Defaults every transport starts with (immutable; set per instance when they change).
+    _handshaking = True
+    _closing = False
+    _failed = False
+    _hold = False  # ciphertext waits for the next write (see _handshake_done)
+    _peer_chain: list[x509.Certificate] | None = None
+    tls_first = False
+    # why an established connection failed (e.g. the peer's alert refusing our certificate,
+    # which a TLS 1.3 client only reads after its handshake completed); None otherwise
+    error: str | None = None
+    _checking = False  # handshake complete, the context's peer_check is running
+    _busy = False  # a handshake step runs in a worker thread (_HandshakeWorkers)
+    _lost = False  # the peer closed while a step ran
+
     def __init__(
         self,
         raw: asyncio.Transport,
@@ -216,20 +230,8 @@ class TLSTransport(asyncio.Transport):
         self._pins = pins
         self._on_done: OnDone | None = on_done
         self._context = context
-        self._handshaking = True
-        self._closing = False
-        self._failed = False
         self._first = server_side  # check the first byte for plain text
-        self._hold = False  # ciphertext waits for the next write (see _handshake_done)
-        self._peer_chain: list[x509.Certificate] | None = None
-        self.tls_first = False
-        # why an established connection failed (e.g. the peer's alert refusing our certificate,
-        # which a TLS 1.3 client only reads after its handshake completed); None otherwise
-        self.error: str | None = None
-        self._checking = False  # handshake complete, the context's peer_check is running
-        self._busy = False  # a handshake step runs in a worker thread (_HandshakeWorkers)
-        self._pending: list[bytes] = []  # bytes received meanwhile, fed in when it returns
-        self._lost = False  # the peer closed while a step ran
+        self._pending: list[bytes] = []  # bytes received while a worker step ran
         self._loop = loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = loop.call_later(timeout, self._on_timeout) if timeout > 0 else None
 
