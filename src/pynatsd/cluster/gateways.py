@@ -12,7 +12,9 @@ How this server takes part in a super-cluster (checked against nats-server 2.15.
 - Handshake: TLS first when ``gateway.tls`` (or the remote entry's ``tls``) is set, with the
   peer's certificate always required and verified. The acceptor sends its gateway INFO at once
   and wants CONNECT (with ``gateway``) first; the dialer checks the INFO's gateway name, then
-  sends CONNECT and its own INFO.
+  sends CONNECT and its own INFO. With ``verify_and_map`` / ``verify_cert_and_check_known_urls``
+  in gateway.tls an inbound gateway is authorized by its certificate (cluster/peerauth.py, as
+  routes); gateway.tls ``pinned_certs`` is checked on accepted and on dialed gateways.
 - Interest: this server always runs every account in interest-only mode (as nats-server 2.9+
   with ``gateway_iom``). On an inbound registration it sends, per account, INFO gateway_cmd 2,
   an RS+ for each plain subject with interest in this cluster (local or from routes), INFO
