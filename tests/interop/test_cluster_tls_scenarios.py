@@ -22,31 +22,33 @@ the route TLS timeout, leaf TLS/mTLS pairs, leaf handshake_first and gateway TLS
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
-import re
 import socket
 import ssl
-import time
-import urllib.request
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from pynatsd.tls.certs import name
 from tests.helpers.certs import CertSet, Issued, make_cert_set
+from tests.helpers.cluster_procs import (
+    BOTH,
+    HOST,
+    OTHER,
+    Procs,
+    conn_lines,
+    gw_conf,
+    logs,
+    mon,
+    procs_fixture,  # noqa: F401 - the procs fixture
+    tls_block,
+    until_delivered,
+    wait_until,
+)
 from tests.helpers.servers import ServerProcess, free_port
 from tests.integration.test_cluster_tls import rogue_cert
-
-HOST = "127.0.0.1"
-OTHER = {"nats": "pynatsd", "pynatsd": "nats"}
-BOTH = ["pynatsd", "nats"]  # the implementation in the role under test; the peer is the other
 
 
 @pytest.fixture(scope="module")
@@ -62,75 +64,7 @@ def route_cert(certs: CertSet) -> Issued:
     )
 
 
-class Procs:
-    """Every process a test starts, stopped at its end."""
-
-    def __init__(self) -> None:
-        self.procs: list[ServerProcess] = []
-        self.clients: list[NATS] = []
-
-    def start(self, impl: str, conf: str) -> ServerProcess:
-        p = ServerProcess(impl, conf)
-        self.procs.append(p)
-        return p.start()
-
-    async def client(self, p: ServerProcess, **kw: Any) -> NATS:
-        nc = await nats.connect(p.url, allow_reconnect=False, **kw)
-        self.clients.append(nc)
-        return nc
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[Procs]:
-    ps = Procs()
-    try:
-        yield ps
-    finally:
-        for nc in ps.clients:
-            if not nc.is_closed:
-                await nc.close()
-        for p in ps.procs:
-            p.cleanup()
-
-
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def tls_block(c: Issued, ca: str, extra: str = "") -> str:
-    return f'tls {{ cert_file: "{c.cert_file}", key_file: "{c.key_file}", ca_file: "{ca}", timeout: 2{extra} }}'
-
-
-def mon(http: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://{HOST}:{http}{path}", timeout=5) as r:  # noqa: S310 - loopback
-        return json.loads(r.read())
-
-
-async def wait_until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``cond`` (another process's state: no event to await) until true or the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if cond():
-                return
-        except OSError:  # a monitor port not listening yet
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def logs(p: ServerProcess) -> str:
-    return p.stdout() + p.stderr()
-
-
-def conn_lines(p: ServerProcess, tag: str) -> list[str]:
-    """The texts of the per-connection log lines (``... - rid:3 - <text>``) of one kind."""
-    out = []
-    for line in logs(p).splitlines():
-        m = re.search(rf" - {tag}:\d+ - (.*)$", line)
-        if m:
-            out.append(m.group(1).rstrip())
-    return out
 
 
 def warnings(p: ServerProcess) -> list[str]:
@@ -143,23 +77,6 @@ def cluster_conf(name_: str, cport: int, http: int, tls: str, routes: tuple[str,
         f"server_name: {name_}\nhttp: {http}\n"
         f'cluster {{ name: C1, listen: "{HOST}:{cport}", pool_size: -1, routes: [{r}]\n {tls}\n {extra} }}\n'
     )
-
-
-async def until_delivered(pub: NATS, subject: str, sub: Any, timeout: float = 10.0) -> Msg:
-    """Publish until ``sub`` receives it (interest crosses servers asynchronously); messages on
-    other subjects still queued on ``sub`` are skipped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        await pub.publish(subject, b"probe")
-        await pub.flush()
-        try:
-            while True:
-                m: Msg = await sub.next_msg(timeout=0.2)
-                if m.subject == subject:
-                    return m
-        except nats.errors.TimeoutError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{subject} never crossed") from None
 
 
 def num_routes(http: int) -> int:
@@ -397,14 +314,6 @@ async def test_leaf_certificate_mapped_user_with_permissions(
 # -- gateways -------------------------------------------------------------------------------------------
 
 
-def gw_conf(name_: str, port: int, http: int, tls: str, remotes: dict[str, int]) -> str:
-    gws = ", ".join(f'{{ name: {n}, url: "nats://localhost:{p}" }}' for n, p in remotes.items())
-    return (
-        f"server_name: {name_}1\nhttp: {http}\n"
-        f'gateway {{ name: {name_}, listen: "{HOST}:{port}"\n {tls}\n gateways: [ {gws} ] }}\n'
-    )
-
-
 @pytest.mark.parametrize("a_impl", BOTH)
 async def test_gateway_tls_messages_and_untrusted_gateway(
     procs: Procs, certs: CertSet, a_impl: str, tmp_path: Path
@@ -414,8 +323,8 @@ async def test_gateway_tls_messages_and_untrusted_gateway(
     handshake error, no gateway C in /gatewayz) and A-B keep working."""
     ca_file = certs.ca.cert_file
     pa, pb, ha, hb = free_port(), free_port(), free_port(), free_port()
-    a = procs.start(a_impl, gw_conf("A", pa, ha, tls_block(certs.server, ca_file), {"B": pb}))
-    b = procs.start(OTHER[a_impl], gw_conf("B", pb, hb, tls_block(certs.server, ca_file), {"A": pa}))
+    a = procs.start(a_impl, gw_conf("A", pa, ha, tls_block(certs.server, ca_file), {"B": f"nats://localhost:{pb}"}))
+    b = procs.start(OTHER[a_impl], gw_conf("B", pb, hb, tls_block(certs.server, ca_file), {"A": f"nats://localhost:{pa}"}))
 
     def joined() -> bool:
         ga, gb = mon(ha, "/gatewayz"), mon(hb, "/gatewayz")
@@ -445,7 +354,7 @@ async def test_gateway_tls_messages_and_untrusted_gateway(
     rogue_dir.mkdir()
     rc, rk = rogue_cert(certs, rogue_dir)
     rogue = Issued(certs.server.cert, certs.server.key, rc, rk)  # (only the file names are used)
-    procs.start(OTHER[a_impl], gw_conf("C", free_port(), free_port(), tls_block(rogue, ca_file), {"A": pa}))
+    procs.start(OTHER[a_impl], gw_conf("C", free_port(), free_port(), tls_block(rogue, ca_file), {"A": f"nats://localhost:{pa}"}))
     await wait_until(
         lambda: any(x.startswith("TLS gateway handshake error: ") for x in conn_lines(a, "gid")), "the refusal"
     )

@@ -16,25 +16,26 @@ same assertions (nats-server is the reference for what an operator sees).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import pytest
 
 from pynatsd.tls.certs import name
 from tests.helpers.certs import CertSet, Issued, make_cert_set
-from tests.helpers.servers import ServerProcess, free_port
-from tests.interop.test_cluster_tls_scenarios import (
+from tests.helpers.cluster_procs import (
     BOTH,
     HOST,
     OTHER,
     Procs,
     conn_lines,
+    gw_conf,
     logs,
     mon,
+    procs_fixture,  # noqa: F401 - the procs fixture
     tls_block,
     until_delivered,
     wait_until,
 )
+from tests.helpers.servers import ServerProcess, free_port
 
 GW_USER = "CN=gw-x,O=pynatsd tests"
 
@@ -56,31 +57,8 @@ def wildcard_cert(certs: CertSet) -> Issued:
     return certs.issue_extra("gw-wild", name("gw-wild", O="pynatsd tests"), dns=("*.example.invalid",))
 
 
-@pytest.fixture
-async def procs() -> AsyncIterator[Procs]:
-    ps = Procs()
-    try:
-        yield ps
-    finally:
-        for nc in ps.clients:
-            if not nc.is_closed:
-                await nc.close()
-        for p in ps.procs:
-            p.cleanup()
-
-
 def start(procs: Procs, impl: str, conf: str, debug: bool = False) -> ServerProcess:
-    p = ServerProcess(impl, conf, ["-D"] if debug else [])
-    procs.procs.append(p)
-    return p.start()
-
-
-def gw_conf(gw: str, port: int, http: int, tls: str, remotes: dict[str, str], extra: str = "") -> str:
-    gws = ", ".join(f'{{ name: {n}, url: "{u}" }}' for n, u in remotes.items())
-    return (
-        f"server_name: {gw}1\nhttp: {http}\n"
-        f'gateway {{ name: {gw}, listen: "{HOST}:{port}"\n {tls}\n {extra}\n gateways: [ {gws} ] }}\n'
-    )
+    return procs.start(impl, conf, ["-D"] if debug else [])
 
 
 def url(port: int) -> str:
@@ -198,15 +176,16 @@ async def test_gateway_pinned_certs_both_directions(procs: Procs, certs: CertSet
     """A pins the key of server.pem: B (serving and presenting that certificate) joins both
     ways. D presents server-rsa.pem (same CA, same names, another key): A refuses D's inbound
     gateway and its own outbound one to D, both ``certificate not pinned`` after the
-    handshake (no -ERR), and D never registers A's outbound."""
+    handshake (no -ERR), and D never registers A's outbound (D meets B, which A told of D)."""
     peer = OTHER[pinner]
     ca = certs.ca.cert_file
     pa, pb, pd, ha, hb, hd = (free_port() for _ in range(6))
     pins = f', pinned_certs: ["{certs.server.spki_sha256}"]'
     a = start(procs, pinner, gw_conf("A", pa, ha, tls_block(certs.server, ca, pins), {"B": url(pb), "D": url(pd)}),
               debug=True)
-    b = start(procs, peer, gw_conf("B", pb, hb, tls_block(certs.server, ca), {"A": url(pa)}))
+    # D first: B, told of D by A, then finds D listening (an implicit gateway is tried once)
     start(procs, peer, gw_conf("D", pd, hd, tls_block(certs.server_rsa, ca), {"A": url(pa)}))
+    b = start(procs, peer, gw_conf("B", pb, hb, tls_block(certs.server, ca), {"A": url(pa)}))
     await wait_until(lambda: joined(ha, "B") and joined(hb, "A"), "the pinned gateways", timeout=15)
     await messages_both_ways(procs, a, b, "pinned")
 
@@ -224,7 +203,9 @@ async def test_gateway_pinned_certs_both_directions(procs: Procs, certs: CertSet
     assert key in gid_texts(a, pd)
     assert "Gateway connection closed: TLS Handshake Failure" in gid_texts(a, pd)
     assert gateways(ha) == ({"B"}, {"B"})
-    assert gateways(hd) == (set(), set())
+    # A told B of its (configured) gateway D when B connected: B and D meet by discovery, A not
+    await wait_until(lambda: joined(hd, "B") and joined(hb, "A", "D"), "B and D by discovery")
+    assert gateways(hd) == ({"B"}, {"B"})
 
 
 # -- reload -----------------------------------------------------------------------------------------------

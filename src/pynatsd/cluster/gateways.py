@@ -28,7 +28,18 @@ How this server takes part in a super-cluster (checked against nats-server 2.15.
 - Replies: a publish on ``_GR_.<cluster hash>.<server hash>.<reply>`` goes only to the gateway
   whose name hash matches; a message arriving with our own ``_GR_`` prefix has it stripped.
   Reply rewriting of our own requests is not done.
-- Not done: implicit (gossiped) gateways, reply rewriting, optimistic sending.
+- Discovery (implicit gateways), as nats-server: the accepting side tells the dialer about every
+  other gateway it knows (INFO gateway_cmd 1 with the gateway's URLs) and dials the dialer's
+  gateway itself when it does not know it; the dialer forwards each gateway INFO it reads to its
+  cluster over the routes (server_id "GW"+ours), and a route registering gets an INFO for each
+  gateway we have an outbound connection to. A gateway learnt that way that is not configured
+  becomes an implicit remote (dialed with gateway.tls, ``configured: false`` in /gatewayz),
+  tried once per round of its URLs (``connect_retries`` rounds more) and forgotten when that
+  fails and it has no inbound connection here. Every server's gateway URL travels in its route
+  INFO (``gateway_url``), so the ``gateway_urls`` of our gateway INFO name the whole cluster
+  (updated INFOs go to the inbound gateways); URLs read from a remote's INFO are merged into
+  its URL list (configured ones included).
+- Not done: reply rewriting of old peers, optimistic sending.
 """
 
 from __future__ import annotations
@@ -37,9 +48,11 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import logging
 import random
+import socket
 import time
 import urllib.parse
 from datetime import UTC, datetime
@@ -76,6 +89,8 @@ log = logging.getLogger("pynatsd")
 GW_PROTO = 1
 CONNECT_DELAY = 1.0  # between connect attempts (nats-server's gateway connect delay)
 CONNECT_MAX_DELAY = 30.0
+RECONNECT_DELAY = 1.0  # added before an explicit gateway is dialed again after a drop
+CONNECT_ERROR_REPORTS = 3600  # first connect: log every Nth failed round (others at debug)
 DIAL_TIMEOUT = 1.0
 FIRST_PING = 1.0
 MAX_PING_INTERVAL = 15.0  # nats-server caps the gateway ping interval
@@ -83,6 +98,7 @@ GR_PREFIX = b"_GR_."
 MAX_PENDING = 256 * 1024 * 1024
 REPLY_MAP_TTL = 120.0
 
+CMD_GOSSIP = 1
 CMD_ALL_SUBS_START = 2
 CMD_ALL_SUBS_COMPLETE = 3
 
@@ -127,9 +143,14 @@ def validate(g: GatewayOptions) -> None:
             raise ConfigError(f"gateway {wire.go_quote(r.name)} has no URL")
 
 
+IMPLICIT = ""  # build_gateway_tls's key of the implicit gateways' context (no remote has this name)
+
+
 def build_gateway_tls(g: GatewayOptions, fips: bool) -> tuple[Any, dict[str, Any]]:
     """The gateway port's server context and each remote's dialing context (its own ``tls``
-    or else ``gateway.tls``); gateways are always mutual TLS (nats-server forces verify)."""
+    or else ``gateway.tls``; under ``IMPLICIT`` gateway.tls's, for the implicit gateways, as
+    nats-server clones it for them); gateways are always mutual TLS (nats-server forces
+    verify)."""
     from pynatsd.tls.context import build_client_context, build_server_context
 
     server_tls = None
@@ -144,6 +165,8 @@ def build_gateway_tls(g: GatewayOptions, fips: bool) -> tuple[Any, dict[str, Any
         if tls is not None and r.name != g.name:
             tls = dataclasses.replace(tls, pinned_certs=pins)
             clients[r.name] = build_client_context(tls, fips=fips, where="gateway.tls")
+    if g.tls is not None:
+        clients[IMPLICIT] = build_client_context(g.tls, fips=fips, where="gateway.tls")
     return server_tls, clients
 
 
@@ -199,17 +222,57 @@ def parse_gateway_url(text: str) -> GatewayURL:
     )
 
 
-class RemoteGateway:
-    """One configured remote gateway: its URLs, TLS context and outbound connection."""
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
-    def __init__(self, opts: RemoteGatewayOptions, client_tls: Any) -> None:
+
+class RemoteGateway:
+    """One remote gateway, configured or implicit (learnt by gossip): its URLs (the configured
+    ones and those its servers' INFOs named, by ``host:port``), TLS context and outbound
+    connection."""
+
+    def __init__(self, opts: RemoteGatewayOptions, client_tls: Any, implicit: bool = False) -> None:
         self.name = opts.name
         self.opts = opts
-        self.urls = [parse_gateway_url(u) for u in opts.urls]
+        self.implicit = implicit
+        self.config_urls = [parse_gateway_url(u) for u in opts.urls]
+        self.urls: dict[str, GatewayURL] = {}
         self.client_tls = client_tls
+        self.tls_name = ""  # a host name of our URLs: the TLS server name when we dial an IP
         self.hash = hash6(opts.name)
         self.conn: GatewayConnection | None = None
-        self.dialing = False
+        # the task dialing this remote; cleared as soon as it made a connection (that connection
+        # may be gone again before the task itself has finished)
+        self.dial_task: asyncio.Task[None] | None = None
+        for u in self.config_urls:
+            self._add(u.hostport, u)
+
+    def _add(self, key: str, u: GatewayURL) -> None:
+        if self.client_tls is not None and not self.tls_name and not _is_ip(u.host):
+            self.tls_name = u.host
+        self.urls[key] = u
+
+    def add_urls(self, hostports: Any) -> None:
+        """URLs (``host:port``, no scheme) from an INFO, those not known yet."""
+        if not isinstance(hostports, list):
+            return
+        for hp in hostports:
+            if isinstance(hp, str) and hp and hp not in self.urls:
+                u = parse_gateway_url(hp)
+                if u.host:
+                    self._add(hp, u)
+
+    def update_urls(self, hostports: Any) -> None:
+        """The configured URLs plus those of the remote's latest INFO."""
+        self.urls = {u.hostport: u for u in self.config_urls}
+        self.add_urls(hostports)
+
+    def url_strings(self) -> list[str]:
+        return list(self.urls)
 
 
 class GwSub:
@@ -290,6 +353,8 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         mgr.conns.add(self)
+        if self.remote is not None:
+            self.remote.dial_task = None  # dialed: a drop of this connection may dial again
         # nats-server says which connection this is before any TLS handshake
         if self.outbound:
             self.notice(f"Creating outbound gateway connection to {wire.go_quote(self.name)}")
@@ -329,9 +394,13 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
         mgr = self.manager
         if self.outbound:
-            assert self.url is not None
+            assert self.url is not None and self.remote is not None
+            # as nats-server: the URL's host, or the remote's saved host name when it is an IP
+            host = self.url.host
+            if self.remote.tls_name and _is_ip(host):
+                host = self.remote.tls_name
             tlstransport.start_tls_client(
-                self.raw_transport, ctx, self, server_hostname=self.url.host,
+                self.raw_transport, ctx, self, server_hostname=host,
                 timeout=mgr.tls_timeout, on_done=done,
             )
         else:
@@ -484,22 +553,52 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
                 self.remote_id = str(info.get("server_id") or "")
                 self.remote_name = str(info.get("server_name") or "")
                 self.headers = bool(info.get("headers")) and self.server.headers_supported
+                assert self.remote is not None
+                if info.get("gateway_urls"):
+                    self.remote.update_urls(info.get("gateway_urls"))
                 self.enqueue(rp.connect_line(mgr.connect_json(self)))
+                self.debug(f"Gateway connect protocol sent to {wire.go_quote(self.name)}")
                 self.enqueue(rp.info_line(mgr.gateway_info()))
                 self.flush()
                 mgr.register_outbound(self)
+                mgr.forward_to_cluster(info)
                 return
+            gw = info.get("gateway")
             cmd = info.get("gateway_cmd")
-            if cmd == CMD_ALL_SUBS_START or cmd == CMD_ALL_SUBS_COMPLETE:
-                return  # we are interest-only from the start: nothing to switch
-            if cmd == 1:
-                self.debug("Ignoring gossiped gateway (implicit gateways are not supported)")
+            if gw != self.name:
+                if gw and cmd == CMD_GOSSIP:
+                    # another gateway the remote knows of (unless we take configured ones only)
+                    if not (mgr.gopts.reject_unknown_cluster and gw not in mgr.remotes):
+                        mgr.implicit_gateway(info)
+                    return
+                self.error(
+                    f"Failing connection to gateway {wire.go_quote(self.name)}, "
+                    f"remote gateway name is {wire.go_quote(str(gw or ''))}"
+                )
+                self.close(
+                    REASON_WRONG_GATEWAY,
+                    f"Connection from {wire.go_quote(mgr.name)} rejected, wanted to connect to "
+                    f"{wire.go_quote(self.name)}, this is {wire.go_quote(str(gw or ''))}",
+                )
+                return
+            assert self.remote is not None
+            if info.get("gateway_urls"):
+                self.remote.update_urls(info.get("gateway_urls"))
+            if cmd:
+                if cmd != CMD_ALL_SUBS_START and cmd != CMD_ALL_SUBS_COMPLETE:
+                    log.warning("Received unknown command %s from gateway %s", cmd, wire.go_quote(self.name))
+                return  # (2/3: we are interest-only from the start, nothing to switch)
+            mgr.forward_to_cluster(info)  # the remote cluster's gateway URLs changed
             return
         if not self.info_received and self.connect_received:
             self.info_received = True
             self.remote_name = str(info.get("server_name") or "")
             self.headers = bool(info.get("headers")) and self.server.headers_supported
             mgr.register_inbound(self)
+            # as nats-server: dial the dialer's gateway if we do not know it, then tell the
+            # dialer about every other gateway we know
+            mgr.implicit_gateway(info)
+            mgr.gossip_to_inbound(self)
 
     # -- interest (outbound side) --------------------------------------------------------------
 
@@ -682,21 +781,32 @@ class GatewayManager:
         self.gateway_url = ""
         self.advertise_host = ""
         self.advertise_port = 0
+        # this cluster's gateway URLs (ours and each route peer's), counted: our gateway INFO's
+        # gateway_urls
+        self.urls: dict[str, int] = {}
+        self._implicit_tls: Any = None  # gateway.tls as a dialing context (with its pins)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def _contexts(self) -> None:
         server_tls, clients = build_gateway_tls(self.gopts, self.server.opts.fips)
         self.server_tls = server_tls
+        self._implicit_tls = clients.get(IMPLICIT)
         for r in self.gopts.gateways:
             if r.name != self.name:
                 self.remotes[r.name] = RemoteGateway(r, clients.get(r.name))
 
+    def implicit_tls(self) -> Any:
+        """The context implicit gateways are dialed with (gateway.tls, see build_gateway_tls)."""
+        return self._implicit_tls
+
     def install_tls(self, built: tuple[Any, dict[str, Any]]) -> None:
-        """(reload) new gateway handshakes use these contexts; live connections stay."""
+        """(reload) new gateway handshakes use these contexts; live connections stay.
+        Implicit gateways take the new gateway.tls."""
         self.server_tls = built[0]
+        self._implicit_tls = built[1].get(IMPLICIT)
         for name, r in self.remotes.items():
-            r.client_tls = built[1].get(name)
+            r.client_tls = self.implicit_tls() if r.implicit else built[1].get(name)
 
     async def start(self) -> None:
         server = self.server
@@ -721,6 +831,7 @@ class GatewayManager:
                 self.advertise_host = g.advertise
         ah = self.advertise_host
         self.gateway_url = f"[{ah}]:{self.advertise_port}" if ":" in ah else f"{ah}:{self.advertise_port}"
+        self.urls[self.gateway_url] = self.urls.get(self.gateway_url, 0) + 1
         self.running = True
         log.info("Gateway name is %s", self.name)
         if self.server_tls is not None:
@@ -729,8 +840,9 @@ class GatewayManager:
         log.info("Address for gateway %s is %s", wire.go_quote(self.name), self.gateway_url)
         if any(t is not None and t.insecure for t in (g.tls, *(r.tls for r in g.gateways))):
             log.warning("TLS certificate chain and hostname of solicited gateways will not be verified. DO NOT USE IN PRODUCTION!")
-        for remote in self.remotes.values():
-            self._spawn_dial(remote, 0.0)
+        for remote in list(self.remotes.values()):
+            if not remote.implicit:
+                self._spawn_dial(remote, 0.0, first=True)
 
     async def shutdown(self) -> None:
         self.running = False
@@ -749,42 +861,183 @@ class GatewayManager:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn_dial(self, remote: RemoteGateway, delay: float) -> None:
-        if remote.dialing or not self.running:
+    def _spawn_dial(self, remote: RemoteGateway, delay: float, first: bool) -> None:
+        if remote.dial_task is not None or not self.running:
             return
-        remote.dialing = True
-        task = self.server.loop.create_task(self._dial(remote, delay))
+        task = remote.dial_task = self.server.loop.create_task(self._dial(remote, delay, first))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dial(self, remote: RemoteGateway, delay: float) -> None:
+    async def _dial(self, remote: RemoteGateway, delay: float, first: bool) -> None:
+        """nats-server's solicit loop: each round tries every URL (in random order); a round's
+        failures are logged at the first round (and every 3600th of a first connect, every
+        round when reconnecting), otherwise at -D. An implicit gateway gets ``connect_retries``
+        more rounds, then is forgotten unless it has an inbound connection here."""
+        from pynatsd.cluster.routes import RouteURL, _dial_error
+
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
             attempts = 0
             attempt_delay = CONNECT_DELAY
             loop = self.server.loop
+            kind = "implicit" if remote.implicit else "explicit"
             while self.running:
-                url = random.choice(remote.urls)
-                log.debug("Connecting to explicit gateway %s (%s) at %s", wire.go_quote(remote.name),
-                          url.hostport, url.hostport)
-                try:
-                    await asyncio.wait_for(
-                        loop.create_connection(
-                            lambda u=url: GatewayConnection(self, remote, u), url.host, url.port  # type: ignore[misc]
-                        ),
-                        DIAL_TIMEOUT,
-                    )
-                    return
-                except (OSError, TimeoutError) as e:
-                    attempts += 1
-                    log.error("Error connecting to explicit gateway %s (%s) at %s (attempt %d): %s",
-                              wire.go_quote(remote.name), url.hostport, url.hostport, attempts, e)
-                    await asyncio.sleep(attempt_delay)
-                    if self.gopts.connect_backoff:
-                        attempt_delay = min(attempt_delay * 2, CONNECT_MAX_DELAY)
+                urls = list(remote.urls.values())
+                if not urls:
+                    break
+                random.shuffle(urls)
+                attempts += 1
+                report = attempts == 1 or not first or attempts % CONNECT_ERROR_REPORTS == 0
+                say = log.info if report else log.debug
+                for url in urls:
+                    hp = url.hostport
+                    ip = url.host
+                    if not _is_ip(ip):  # as nats-server: one of the host's addresses, at random
+                        try:
+                            infos = await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
+                            ip = str(random.choice(infos)[4][0])
+                        except (OSError, IndexError) as e:
+                            log.error("Error getting IP for %s gateway %s (%s): %s", kind, wire.go_quote(remote.name),
+                                      hp, e)
+                            continue
+                    addr = RouteURL(ip, url.port)
+                    say("Connecting to %s gateway %s (%s) at %s (attempt %d)", kind, wire.go_quote(remote.name),
+                        hp, addr.hostport, attempts)
+                    try:
+                        await asyncio.wait_for(
+                            loop.create_connection(
+                                lambda u=url: GatewayConnection(self, remote, u), ip, url.port  # type: ignore[misc]
+                            ),
+                            DIAL_TIMEOUT,
+                        )
+                        return
+                    except (OSError, TimeoutError) as e:
+                        (log.error if report else log.debug)(
+                            "Error connecting to %s gateway %s (%s) at %s (attempt %d): %s", kind,
+                            wire.go_quote(remote.name), hp, addr.hostport, attempts, _dial_error(e, addr),
+                        )
+                    if not self.running:
+                        return
+                if remote.implicit:
+                    retries = self.gopts.connect_retries
+                    if (retries == 0 or attempts > retries) and not self._has_inbound(remote.name):
+                        if self.remotes.get(remote.name) is remote:
+                            del self.remotes[remote.name]
+                        return
+                await asyncio.sleep(attempt_delay)
+                if self.gopts.connect_backoff:
+                    attempt_delay = min(attempt_delay * 2, CONNECT_MAX_DELAY)
         finally:
-            remote.dialing = False
+            if remote.dial_task is asyncio.current_task():
+                remote.dial_task = None
+
+    def _has_inbound(self, name: str) -> bool:
+        return any(c.name == name for c in self.inbound.values())
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    def implicit_gateway(self, info: dict[str, Any]) -> None:
+        """A gateway named by an INFO (gossip from a gateway or a route, or an inbound
+        gateway's own INFO): its URLs join a known remote's; an unknown one becomes an implicit
+        remote and is dialed."""
+        name = info.get("gateway")
+        if not isinstance(name, str) or not name or name == self.name:
+            return
+        urls = info.get("gateway_urls")
+        remote = self.remotes.get(name)
+        if remote is not None:
+            remote.add_urls(urls)
+            return
+        from pynatsd.config.options import RemoteGatewayOptions
+
+        remote = RemoteGateway(RemoteGatewayOptions(name=name), self.implicit_tls(), implicit=True)
+        remote.add_urls(urls)
+        if not remote.urls or not self.running:
+            return
+        self.remotes[name] = remote
+        self._spawn_dial(remote, 0.0, first=True)
+
+    def _gossip_line(self, server_id: str, server_name: str, name: str, urls: list[str]) -> bytes:
+        """INFO gateway_cmd 1 naming gateway ``name`` (the zero-valued fields as Go writes them)."""
+        doc: dict[str, Any] = {
+            "server_id": server_id, "server_name": server_name, "version": "", "proto": 0, "go": "",
+            "host": "", "port": 0, "headers": False, "max_payload": 0, "gateway": name,
+        }
+        if urls:
+            doc["gateway_urls"] = urls
+        doc["gateway_cmd"] = CMD_GOSSIP
+        return rp.info_line(doc)
+
+    def gossip_to_inbound(self, conn: GatewayConnection) -> None:
+        """Every remote gateway we know but the inbound connection's own, to its server."""
+        for name, remote in self.remotes.items():
+            urls = remote.url_strings()
+            if name != conn.name and urls:
+                line = self._gossip_line(self.server.server_id, "", name, urls)
+                if self.server.trace:
+                    conn.trace(f"->> [{line[:-2].decode('utf-8', 'replace')}]")
+                conn.enqueue(line)
+
+    def forward_to_cluster(self, info: dict[str, Any]) -> None:
+        """A gateway INFO read on an outbound connection, to every route: the other servers of
+        this cluster make sure they have an outbound connection to that gateway."""
+        routes = self.server.routes
+        if routes is None:
+            return
+        urls = info.get("gateway_urls")
+        line = self._gossip_line(
+            "GW" + self.server.server_id, self.server.opts.server_name or "", str(info.get("gateway") or ""),
+            [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else [],
+        )
+        for r in list(routes.routes.values()):
+            self._to_route_conn(r, line)
+
+    def send_configs_to_route(self, route: Any) -> None:
+        """(a route registered) an INFO for each gateway we have an outbound connection to."""
+        for c in list(self.outbound):
+            remote = c.remote
+            if remote is not None and remote.urls:
+                self._to_route_conn(route, self._gossip_line("GW" + self.server.server_id, "", remote.name,
+                                                             remote.url_strings()))
+
+    def _to_route_conn(self, route: Any, line: bytes) -> None:
+        if self.server.trace:
+            route.trace(f"->> [{line[:-2].decode('utf-8', 'replace')}]")
+        route.enqueue(line)
+
+    def info_from_route(self, info: dict[str, Any], route_id: str) -> None:
+        """A gateway INFO on a route (forwarded by another server of this cluster)."""
+        cmd = info.get("gateway_cmd")
+        if cmd == CMD_GOSSIP:
+            self.implicit_gateway(info)
+        else:
+            log.error("Unknown command %s from server %s", cmd if isinstance(cmd, int) else 0, route_id)
+
+    def add_cluster_url(self, url: str) -> None:
+        """A route peer's gateway URL (its route INFO's ``gateway_url``)."""
+        n = self.urls.get(url, 0)
+        self.urls[url] = n + 1
+        if n == 0:
+            self._send_async_info()
+
+    def remove_cluster_url(self, url: str) -> None:
+        n = self.urls.get(url, 0)
+        if n == 0 or not self.running:
+            return
+        if n > 1:
+            self.urls[url] = n - 1
+            return
+        del self.urls[url]
+        self._send_async_info()
+
+    def _send_async_info(self) -> None:
+        """Our gateway INFO again (new gateway_urls) to every inbound gateway."""
+        if not self.inbound:
+            return
+        line = rp.info_line(self.gateway_info())
+        for c in self.inbound.values():
+            c.enqueue(line)
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -809,7 +1062,7 @@ class GatewayManager:
         info.update({
             "max_payload": server.opts.max_payload,
             "gateway": self.name,
-            "gateway_urls": [self.gateway_url],
+            "gateway_urls": list(self.urls),
             "gateway_url": self.gateway_url,
             "gateway_nrp": True,
             "gateway_iom": True,
@@ -906,8 +1159,10 @@ class GatewayManager:
                 remote.conn = None
                 self.by_hash.pop(remote.hash, None)
                 self.outbound = [r.conn for r in self.remotes.values() if r.conn is not None and r.conn.registered]
-            if self.running and remote.name in self.remotes:
-                self._spawn_dial(remote, CONNECT_DELAY)
+            if self.running and self.remotes.get(remote.name) is remote:
+                log.debug("Attempting reconnect for gateway %s", wire.go_quote(remote.name))
+                delay = random.random() * 0.1 + (0.0 if remote.implicit else RECONNECT_DELAY)
+                self._spawn_dial(remote, delay, first=False)
         else:
             self.inbound.pop(conn.gid, None)
 
@@ -1075,10 +1330,9 @@ class GatewayManager:
             out["tls_verify"] = True
         if g.connect_retries:
             out["connect_retries"] = g.connect_retries
-        if self.remotes:
-            out["gateways"] = [
-                {"name": r.name, "urls": [u.hostport for u in r.urls]} for r in self.remotes.values()
-            ]
+        configured = [r for r in self.remotes.values() if not r.implicit]  # as nats-server: not implicit ones
+        if configured:
+            out["gateways"] = [{"name": r.name, "urls": r.url_strings()} for r in configured]
         if g.reject_unknown_cluster:
             out["reject_unknown"] = True
         return out
@@ -1110,7 +1364,8 @@ class GatewayManager:
         if c.tls_info:
             d["tls_version"] = c.tls_info.get("version", "")
             d["tls_cipher_suite"] = c.tls_info.get("cipher_suite", "")
-        entry: dict[str, Any] = {"configured": c.outbound and c.name in self.remotes, "connection": d}
+        configured = c.outbound and c.remote is not None and not c.remote.implicit
+        entry: dict[str, Any] = {"configured": configured, "connection": d}
         if accs:
             names = sorted({a.name_b for a in self.server.accounts.accounts.values()} | set(c.interest))
             rows = []

@@ -333,6 +333,7 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.remote_export: Any = None
         self.remote_proto = 0
         self.connect_urls: list[str] = []
+        self.gateway_url = ""  # (gateways) the peer's gateway URL, from its route INFO
         self.peer_knows_compression = False
         self.headers = False
         self.connect_received = False
@@ -1126,6 +1127,9 @@ class RouteManager:
                 info["export"] = _perm_json(perms.subscribe)
         if gossip_mode:
             info["gossip_mode"] = gossip_mode
+        gws = server.gateways
+        if gws is not None and gws.gateway_url:  # (gateways) this cluster's gateway URLs
+            info["gateway_url"] = gws.gateway_url
         return info
 
     def connect_json(self, conn: RouteConnection) -> dict[str, Any]:
@@ -1234,6 +1238,8 @@ class RouteManager:
         conn.remote_ip_url = str(ip)
         urls = info.get("connect_urls")
         conn.connect_urls = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+        gw_url = info.get("gateway_url")
+        conn.gateway_url = gw_url if isinstance(gw_url, str) else ""
         self._add_route(conn, info)
 
     def _add_route(self, conn: RouteConnection, info: dict[str, Any]) -> None:
@@ -1254,8 +1260,13 @@ class RouteManager:
         self.routes[rid] = conn
         conn.registered = True
         conn.debug(f"Registering remote route {wire.go_quote(rid)}")
+        gws = self.server.gateways
+        if gws is not None and conn.gateway_url:  # (gateways) as nats-server, before the gossip
+            gws.add_cluster_url(conn.gateway_url)
         if len(self.routes) > 1:
             self._gossip_new_route(conn, info)
+        if gws is not None:  # (gateways) the gateways we are connected to, to the new route
+            gws.send_configs_to_route(conn)
         if conn.connect_urls and not self.copts.no_advertise:
             self._add_client_urls(conn.connect_urls)
         self._send_local_interest(conn)
@@ -1266,6 +1277,9 @@ class RouteManager:
             del self.routes[conn.remote_id]
             if conn.connect_urls and not self.copts.no_advertise:
                 self._remove_client_urls(conn.connect_urls)
+            gws = self.server.gateways
+            if gws is not None and conn.gateway_url:  # (gateways)
+                gws.remove_cluster_url(conn.gateway_url)
         conn.registered = False
         self._maybe_reconnect(conn)
 
@@ -1396,6 +1410,10 @@ class RouteManager:
     def async_info(self, conn: RouteConnection, info: dict[str, Any]) -> None:
         rid = str(info.get("server_id") or "")
         if info.get("gateway"):
+            gws = self.server.gateways
+            if gws is not None:  # (gateways) gossip about a gateway, from this cluster
+                gws.info_from_route(info, conn.remote_id)
+                return
             log.error(
                 "Received information about gateway %s from %s, but gateway is not configured",
                 wire.go_quote(str(info.get("gateway"))),
