@@ -443,6 +443,12 @@ class ClientConnection(ConnectionViews, asyncio.Protocol):
                 return
         self._last_in = time.time()
         self._feed(data)
+        if self.dirty:
+            # This connection's own answers (PONG, +OK, -ERR, INFO) go out now rather than at the
+            # end of the loop turn: the client is waiting for them, and other connections' events
+            # in the same turn (a TLS handshake costs a few hundred µs) should not delay them.
+            # What this chunk delivered to other connections is still written once per turn.
+            self.flush()
 
     def _feed(self, data: bytes) -> None:
         """Parse and handle received bytes, including what the parser held after a CONNECT."""
