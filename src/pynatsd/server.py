@@ -382,6 +382,11 @@ class Server:
         if self.tls is not None and self.tls_handshake_first is True:
             log.warning('Clients that are not using "TLS Handshake First" option will fail to connect')
         log.info("Server is ready")
+        if self.gateways is not None:
+            # before the routes, as nats-server: a route's INFO carries our gateway URL, so a
+            # route formed before the gateway listener would leave it out of the cluster's list
+            await self.gateways.start()
+            self.gateway_port = self.gateways.port
         if self.routes is not None:
             await self.routes.start()
             self.cluster_port = self.routes.port
@@ -390,9 +395,6 @@ class Server:
         if self.leafs is not None:
             await self.leafs.start()
             self.leafnode_port = self.leafs.port
-        if self.gateways is not None:
-            await self.gateways.start()
-            self.gateway_port = self.gateways.port
         from pynatsd.reload import start_tls_watch
 
         start_tls_watch(self)  # tls blocks with ``watch: true`` (helper R)

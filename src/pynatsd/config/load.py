@@ -1787,14 +1787,15 @@ class _Loader:
         ``verify_cert_and_check_known_urls`` and ``pinned_certs`` of gateway.tls apply to every
         gateway connection (cluster/gateways.py); in a remote entry nats-server parses and then
         ignores them, which we say with a warning. ``ocsp_peer`` and ``handshake_first`` are
-        not implemented for gateways and refused."""
+        accepted and have no effect, as in nats-server (gateway TLS always comes first, and OCSP
+        peer checks are only made on client and leaf connections): a warning says so."""
         t = self.tls(v, key, pos, client_ctx=False)
-        for name, on in (
-            ("ocsp_peer", t.ocsp_peer is not None),
-            ("handshake_first", t.handshake_first is not False),
+        for name, on, why in (
+            ("ocsp_peer", t.ocsp_peer is not None, "OCSP peer checks apply to client and leafnode connections only"),
+            ("handshake_first", t.handshake_first is not False, "gateway connections always start with TLS"),
         ):
             if on:
-                self.refuse(name, pos, f"{name} in a gateway tls block")
+                self.warn(f"{_go_quote(name)} in a gateway tls block has no effect ({why}), as in nats-server", pos)
         if remote:
             for name, on in (
                 ("verify_and_map", t.verify_and_map),
