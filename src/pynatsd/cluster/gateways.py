@@ -49,7 +49,6 @@ import base64
 import dataclasses
 import hashlib
 import ipaddress
-import json
 import logging
 import random
 import socket
@@ -59,9 +58,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
+from pynatsd.client import deliver
 from pynatsd.cluster import peerauth
 from pynatsd.cluster import protocol as rp
+from pynatsd.cluster.peerconn import PeerConnection, close_peers
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
     R_CLOSE,
@@ -92,7 +92,6 @@ CONNECT_MAX_DELAY = 30.0
 RECONNECT_DELAY = 1.0  # added before an explicit gateway is dialed again after a drop
 CONNECT_ERROR_REPORTS = 3600  # first connect: log every Nth failed round (others at debug)
 DIAL_TIMEOUT = 1.0
-FIRST_PING = 1.0
 MAX_PING_INTERVAL = 15.0  # nats-server caps the gateway ping interval
 GR_PREFIX = b"_GR_."
 MAX_PENDING = 256 * 1024 * 1024
@@ -103,12 +102,8 @@ CMD_ALL_SUBS_START = 2
 CMD_ALL_SUBS_COMPLETE = 3
 
 REASON_CLIENT_CLOSED = "Client Closed"
-REASON_AUTH_TIMEOUT = "Authentication Timeout"
 REASON_AUTH_FAILURE = "Authentication Failure"
-REASON_TLS_FAILURE = "TLS Handshake Failure"
-REASON_WRITE_ERROR = "Write Error"
 REASON_READ_ERROR = "Read Error"
-REASON_STALE = "Stale Connection"
 REASON_PROTOCOL = "Protocol Violation"
 REASON_PARSE = "Parse Error"
 REASON_WRONG_PORT = "Incorrect Port"
@@ -118,8 +113,6 @@ REASON_SLOW = "Slow Consumer (Pending Bytes)"
 
 ERR_AUTH_VIOLATION = "Authorization Violation"
 LOG_AUTH_ERROR = "authentication error"  # what nats-server logs when it sends the above
-ERR_AUTH_TIMEOUT = "Authentication Timeout"
-ERR_STALE = "Stale Connection"
 ERR_GATEWAY_PORT = "attempted to connect to gateway port"
 
 
@@ -285,54 +278,26 @@ class GwSub:
         self.queue = queue
 
 
-class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
+class GatewayConnection(PeerConnection):
     """One gateway connection, outbound (we dialed ``remote``) or inbound (accepted)."""
+
+    KIND = "Gateway"
+    CLOSED_LINE = "Gateway connection closed"
+
+    manager: GatewayManager
+    server: Server
 
     def __init__(self, manager: GatewayManager, remote: RemoteGateway | None = None,
                  url: GatewayURL | None = None) -> None:
-        self.manager = manager
-        self.server = manager.server
+        self._init_peer(manager, RouteParser(max(manager.server.opts.max_control_line, 4096) * 16))
         self.outbound = remote is not None
         self.remote = remote
         self.url = url
         self.gid = 0
         self.name = remote.name if remote is not None else ""  # the remote gateway's name
-        self.remote_id = ""
-        self.remote_name = ""
-        self.headers = False
-        self.connect_received = False
-        self.info_received = False
-        self.registered = False
-        self.host = ""
-        self.port = 0
-        self.start = datetime.now(UTC)
-        self._last_in = time.time()
-        self._last_out = self._last_in
-        self.rtt: float | None = None
-        self._rtt_start = 0.0
-        self.pings_out = 0
-        self.in_msgs = 0
-        self.out_msgs = 0
-        self.in_bytes = 0
-        self.out_bytes = 0
         # outbound: the remote's interest, per account (interest-only mode)
         self.interest: dict[bytes, SubjectTrie[GwSub]] = {}
         self.subs: dict[tuple[bytes, bytes, bytes], GwSub] = {}
-        self.parser = RouteParser(max(manager.server.opts.max_control_line, 4096) * 16)
-        self.transport: Any = None
-        self.raw_transport: Any = None
-        self.tls_info: dict[str, Any] | None = None
-        self.out: list[bytes] = []
-        self.out_size = 0
-        self.dirty = False
-        self.closed = False
-        self.closed_reason: str | None = None
-        self.echo = True
-        self.stall = False
-        self._reading = False
-        self._auth_timer: asyncio.TimerHandle | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._ncs = ""
 
     def __repr__(self) -> str:
         return f"<GatewayConnection gid={self.gid} {'out' if self.outbound else 'in'} {self.name or '?'}>"
@@ -341,18 +306,9 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         mgr = self.manager
-        self.raw_transport = self.transport = transport
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.host, self.port = str(peer[0]), int(peer[1])
-        self.gid = self.server.next_cid()
-        hp = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        self._ncs = f"{hp} - gid:{self.gid}"
-        if not mgr.running:
-            self.closed = True
-            transport.abort()  # type: ignore[attr-defined]
+        self.gid = self._attach(transport, "gid")
+        if not self._admit(transport, None):
             return
-        mgr.conns.add(self)
         if self.remote is not None:
             self.remote.dial_task = None  # dialed: a drop of this connection may dial again
         # nats-server says which connection this is before any TLS handshake
@@ -367,30 +323,14 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self._begin()
 
     def _start_tls(self, ctx: Any) -> None:
-        from pynatsd.tls import transport as tlstransport
-
         self.debug(f"Starting TLS gateway {'client' if self.outbound else 'server'} handshake")
 
-        def done(tls_transport: Any, err: str | None) -> None:
-            if self.closed:
-                return
-            if tls_transport is None:
-                self.error(f"TLS gateway handshake error: {err}")
-                self.close(REASON_TLS_FAILURE, flush=False)
-                return
-            self.transport = tls_transport
-            try:
-                from pynatsd.tls.identity import tls_info
-
-                self.tls_info = tls_info(tls_transport)
-            except Exception:  # noqa: BLE001 - informational only
-                self.tls_info = None
-            self.debug("TLS handshake complete")
-            if self.tls_info and self.tls_info.get("version"):
-                self.debug(
-                    f"TLS version {self.tls_info.get('version')}, cipher suite {self.tls_info.get('cipher_suite')}"
-                )
+        def ok(tls_transport: Any) -> None:
+            self._tls_established(tls_transport, unknown_info=None, version_line=True)
             self._begin()
+
+        def failed(err: str | None) -> None:
+            self._tls_failed("gateway", err)
 
         mgr = self.manager
         if self.outbound:
@@ -399,22 +339,18 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             host = self.url.host
             if self.remote.tls_name and _is_ip(host):
                 host = self.remote.tls_name
-            tlstransport.start_tls_client(
-                self.raw_transport, ctx, self, server_hostname=host,
-                timeout=mgr.tls_timeout, on_done=done,
-            )
+            self._start_handshake(ctx, mgr.tls_timeout, ok, failed, client=True, server_hostname=host)
         else:
-            tlstransport.start_tls(self.raw_transport, ctx, self, timeout=mgr.tls_timeout, on_done=done)
+            self._start_handshake(ctx, mgr.tls_timeout, ok, failed)
 
     def _begin(self) -> None:
         mgr = self.manager
         self._reading = True
         if not self.outbound:
             self.enqueue(rp.info_line(mgr.gateway_info()))
-            self._auth_timer = self.server.loop.call_later(mgr.auth_timeout, self._auth_timeout)
+            self._start_auth_timer()
         self.flush()
-        delay = min(FIRST_PING, mgr.ping_interval)
-        self._ping_timer = self.server.loop.call_later(delay, self._ping_tick)
+        self._start_pings(jitter=False)
 
     def data_received(self, data: bytes) -> None:
         if self.closed or not self._reading:
@@ -425,10 +361,8 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
                 return
             self._handle(op)
 
-    def eof_received(self) -> bool | None:
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
+        # (unlike routes and leafnodes: no TLS error line, a TLS alert counts as a plain close)
         if not self.closed:
             self.close(REASON_READ_ERROR if exc is not None else REASON_CLIENT_CLOSED, flush=False)
 
@@ -436,7 +370,6 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
     def _handle(self, op: tuple[Any, ...]) -> None:
         kind = op[0]
-        trace = self.server.trace
         if not self.outbound and not self.connect_received and kind != R_CONNECT:
             if kind == R_CLOSE:
                 self.error(f"Gateway parser error: {op[2]}")
@@ -458,17 +391,11 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             else:
                 self._on_unsub(op[1], op[2], op[3])
         elif kind == R_PING:
-            if trace:
-                self.trace("<<- [PING]")
-            self.enqueue(rp.PONG)
+            self._got_ping()
         elif kind == R_PONG:
-            self.pings_out = 0
-            if self._rtt_start:
-                self.rtt = max(time.time() - self._rtt_start, 0.0)
+            self._got_pong()
         elif kind == R_INFO:
-            if trace:
-                self.trace(f"<<- [INFO {op[1].decode('utf-8', 'replace')}]")
-            self._on_info(op[1])
+            self._got_info(op[1])
         elif kind == R_CONNECT:
             self._on_connect(op[1])
         elif kind == R_ERR:
@@ -481,26 +408,14 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             self.error(f"Gateway parser error: {op[2]}")
             self.close(op[2], op[1])
 
-    def _auth_timeout(self) -> None:
-        self._auth_timer = None
-        if not self.closed and not self.connect_received:
-            self.error(ERR_AUTH_TIMEOUT)
-            self.close(REASON_AUTH_TIMEOUT, ERR_AUTH_TIMEOUT)
-
     def _on_connect(self, raw: bytes) -> None:
         if self.outbound or self.connect_received:
             return
         mgr = self.manager
-        try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            self.close(REASON_PROTOCOL)
+        doc = self._json_doc(raw, None)
+        if doc is None:
             return
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
+        self._stop_auth_timer()
         gw = doc.get("gateway")
         if not isinstance(gw, str) or not gw:
             self.error(ERR_GATEWAY_PORT)
@@ -522,12 +437,8 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.remote_id = str(doc.get("name") or "")
 
     def _on_info(self, raw: bytes) -> None:
-        try:
-            info = json.loads(raw)
-            if not isinstance(info, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            self.close(REASON_PROTOCOL)
+        info = self._json_doc(raw, None)
+        if info is None:
             return
         mgr = self.manager
         if self.outbound:
@@ -676,65 +587,9 @@ class GatewayConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             self.notice(f"Slow Consumer Detected: MaxPending of {MAX_PENDING} Exceeded")
             self.close(REASON_SLOW, flush=False)
 
-    # -- output --------------------------------------------------------------------------------
+    # -- closing -------------------------------------------------------------------------------
 
-    def enqueue(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self.out.append(data)
-        self.out_size += len(data)
-        if not self.dirty:
-            self.dirty = True
-            self.server.mark_dirty(self)  # type: ignore[arg-type]
-
-    def flush(self) -> None:
-        self.dirty = False
-        out = self.out
-        if not out or self.closed or self.transport is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.out_size = 0
-        self._last_out = time.time()
-        try:
-            self.transport.write(data)
-        except Exception as e:  # noqa: BLE001 - any transport failure is a write error
-            self.debug(f"Error flushing: {e}")
-            self.close(REASON_WRITE_ERROR, flush=False)
-
-    def _ping_tick(self) -> None:
-        self._ping_timer = None
-        if self.closed:
-            return
-        mgr = self.manager
-        if self.pings_out + 1 > mgr.ping_max:
-            self.debug("Stale Gateway Connection - Closing")
-            self.close(REASON_STALE, ERR_STALE)
-            return
-        self.pings_out += 1
-        self._rtt_start = time.time()
-        self.enqueue(rp.PING)
-        self._ping_timer = self.server.loop.call_later(mgr.ping_interval, self._ping_tick)
-
-    def close(self, reason: str, err: str | None = None, flush: bool = True) -> None:
-        if self.closed:
-            return
-        if err is not None:
-            self.enqueue(rp.err_line(err))
-        if flush:
-            self.flush()
-        self.closed = True
-        self.closed_reason = reason
-        for timer in (self._auth_timer, self._ping_timer):
-            if timer is not None:
-                timer.cancel()
-        self._auth_timer = self._ping_timer = None
-        self.out.clear()
-        self.out_size = 0
-        shut_transports(self.transport, self.raw_transport, flush=flush)
-        # nats-server's line: the remote's server name once its INFO was read
-        remote = f" - Remote: {self.remote_name}" if self.remote_name else ""
-        self.notice(f"Gateway connection closed: {reason}{remote}")
+    def _closed(self) -> None:
         leafs = self.server.leafs
         if leafs is not None:
             for a, subj, q in self.subs:
@@ -848,18 +703,8 @@ class GatewayManager:
         self.running = False
         if self._listener is not None:
             self._listener.close()
-        for t in list(self._tasks):
-            t.cancel()
-        for conn in list(self.conns):
-            conn.close(REASON_SHUTDOWN)
-        if self._listener is not None:
-            try:
-                await asyncio.wait_for(self._listener.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
-            self._listener = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await close_peers(self._listener, self._tasks, self.conns, REASON_SHUTDOWN)
+        self._listener = None
 
     def _spawn_dial(self, remote: RemoteGateway, delay: float, first: bool) -> None:
         if remote.dial_task is not None or not self.running:

@@ -38,19 +38,18 @@ import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
+from pynatsd.client import deliver
 from pynatsd.cluster import protocol as rp
+from pynatsd.cluster.peerconn import PeerConnection, close_peers
 from pynatsd.cluster.protocol import (
     R_CLOSE,
     R_CONNECT,
     R_ERR,
     R_INFO,
     R_MSG,
-    R_OK,
     R_PING,
     R_PONG,
     R_SUB,
@@ -71,24 +70,17 @@ log = logging.getLogger("pynatsd")
 
 GLOBAL = "$G"
 LOOP_DELAY = 30.0
-FIRST_PING = 1.0
 WRITE_HIGH_WATER = 64 * 1024 * 1024
 MAX_LEAF_PENDING = 64 * 1024 * 1024
 
 ERR_AUTH_VIOLATION = "Authorization Violation"
-ERR_AUTH_TIMEOUT = "Authentication Timeout"
-ERR_STALE = "Stale Connection"
 ERR_WRONG_PORT = "attempted to connect to wrong port"
 
 REASON_CLIENT_CLOSED = "Client Closed"
 REASON_AUTH_FAILURE = "Authentication Failure"
-REASON_AUTH_TIMEOUT = "Authentication Timeout"
 REASON_PROTOCOL = "Protocol Violation"
-REASON_TLS_FAILURE = "TLS Handshake Failure"
 REASON_SHUTDOWN = "Server Shutdown"
-REASON_STALE = "Stale Connection"
 REASON_READ_ERROR = "Read Error"
-REASON_WRITE_ERROR = "Write Error"
 REASON_SLOW = "Slow Consumer (Pending Bytes)"
 REASON_WRONG_PORT = "Incorrect Port"
 REASON_LOOP = "Leafnode Loop Detected"
@@ -136,18 +128,9 @@ class LeafParser(RouteParser):
             if len(args) == 2:
                 return (R_UNSUB, b"", args[0], args[1])
             raise ProtocolError("LS- arguments")
-        if name == b"PING":
-            return (R_PING,)
-        if name == b"PONG":
-            return (R_PONG,)
-        if name == b"INFO":
-            return (R_INFO, rest.strip())
-        if name == b"CONNECT":
-            return (R_CONNECT, rest.strip())
-        if name == b"+OK":
-            return (R_OK,)
-        if name == b"-ERR":
-            return (R_ERR, rp._strip_err(rest))
+        op = rp.common_op(name, rest)
+        if op is not None:
+            return op
         return (R_CLOSE, rp.ERR_UNKNOWN_OP, REASON_PROTOCOL)
 
 
@@ -232,62 +215,35 @@ class LeafInterestTrie(SubjectTrie[Any]):
 # -- one connection -----------------------------------------------------------------------------
 
 
-class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
+class LeafConnection(PeerConnection):
     """One leafnode connection (see the module docstring)."""
 
+    KIND = "Leafnode"
+    CLOSED_LINE = "Leafnode connection closed"
+    TRACE_ERR_OUT = True
+    TIMERS = ("_auth_timer", "_ping_timer", "_info_timer")
+
+    manager: LeafManager
+    server: Server
+
     def __init__(self, manager: LeafManager, remote: RemoteState | None = None) -> None:
-        self.manager = manager
-        self.server = manager.server
+        self._init_peer(manager, LeafParser(max(manager.server.opts.max_control_line, 4096) * 16))
         self.remote = remote
         self.solicited = remote is not None
         self.url: LeafURL | None = remote.current_url if remote is not None else None
         self.lid = 0
         self.acc: Account | None = None
         self.account_name = ""
-        self.remote_id = ""
-        self.remote_name = ""
         self.remote_cluster = ""
-        self.headers = False
-        self.registered = False
-        self.info_received = False
-        self.connect_received = False
-        self.host = ""
-        self.port = 0
-        self.start = datetime.now(UTC)
-        self._last_in = time.time()
-        self._last_out = self._last_in
-        self.rtt: float | None = None
-        self._rtt_start = 0.0
-        self.pings_out = 0
-        self.in_msgs = 0
-        self.out_msgs = 0
-        self.in_bytes = 0
-        self.out_bytes = 0
         self.subs: dict[tuple[bytes, bytes], LeafSub] = {}  # what the peer told us, by (subject, queue)
         self.sent: dict[tuple[bytes, bytes], int] = {}  # what we told the peer: weight (plain: 1)
-        self.parser = LeafParser(max(manager.server.opts.max_control_line, 4096) * 16)
-        self.transport: Any = None
-        self.raw_transport: Any = None
-        self.tls_info: dict[str, Any] | None = None
         self.tls_first = False
-        self.out: list[bytes] = []
-        self.out_size = 0
-        self.dirty = False
-        self.closed = False
-        self.closed_reason: str | None = None
-        # as the producer in client.deliver: never a subscriber, not stalled by slow receivers
-        self.echo = True
-        self.stall = False
         self.perms = None
         # (ClientPermissions | None) permissions of the leaf side of this connection: on the hub
         # those of the user it logged in as; on the spoke those the hub sent (import/export)
         self.acl: Any = None
-        self._reading = False
         self._awaiting_tls = False
-        self._auth_timer: asyncio.TimerHandle | None = None
         self._info_timer: asyncio.TimerHandle | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._ncs = ""
         self.loop_detected = False
         self.nonce = ""
 
@@ -298,23 +254,9 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         mgr = self.manager
-        self.raw_transport = transport
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.host, self.port = str(peer[0]), int(peer[1])
-        self.lid = self.server.next_cid()
-        hp = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        self._ncs = f"{hp} - lid:{self.lid}"
-        try:
-            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-        except (AttributeError, NotImplementedError):
-            pass
-        if not mgr.running:
-            self.closed = True
-            transport.abort()  # type: ignore[attr-defined]
+        self.lid = self._attach(transport, "lid")
+        if not self._admit(transport, WRITE_HIGH_WATER):
             return
-        mgr.conns.add(self)
         self.notice("Leafnode connection created" + (f" for account: {self.remote.account}" if self.remote else ""))
         if self.solicited:
             assert self.remote is not None
@@ -344,41 +286,27 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
     def _accept_begin(self) -> None:
         self._reading = True
-        self._auth_timer = self.server.loop.call_later(self.manager.auth_timeout, self._auth_timeout)
+        self._start_auth_timer()
 
     def _start_tls_server(self) -> None:
-        from pynatsd.tls import transport as tlstransport
-
         self._awaiting_tls = True
         self.debug("Starting TLS leafnode server handshake")
 
-        def done(tls_transport: Any, err: str | None) -> None:
-            self._awaiting_tls = False
-            if self.closed:
-                return
-            if tls_transport is None:
-                self.error(f"TLS leafnode handshake error: {err}")
-                self.close(REASON_TLS_FAILURE, flush=False)
-                return
+        def ok(tls_transport: Any) -> None:
             self._tls_done(tls_transport)
             if self.tls_first:
                 self._send_first_info()
             self._accept_begin()
 
-        tlstransport.start_tls(
-            self.raw_transport, self.manager.server_tls, self, timeout=self.manager.tls_timeout, on_done=done,
-            tls_first=self.tls_first,
+        self._start_handshake(
+            self.manager.server_tls, self.manager.tls_timeout, ok, self._tls_failed_leaf, tls_first=self.tls_first
         )
 
     def _tls_done(self, tls_transport: Any) -> None:
-        self.transport = tls_transport
-        try:
-            from pynatsd.tls.identity import tls_info
+        self._tls_established(tls_transport, unknown_info={}, version_line=False)
 
-            self.tls_info = tls_info(tls_transport)
-        except Exception:  # noqa: BLE001 - informational only
-            self.tls_info = {}
-        self.debug("TLS handshake complete")
+    def _tls_failed_leaf(self, err: str | None) -> None:
+        self._tls_failed("leafnode", err)
 
     # spoke side ----------------------------------------------------------------------------
 
@@ -390,21 +318,12 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.close(REASON_READ_ERROR, flush=False)
 
     def _start_tls_client(self) -> None:
-        from pynatsd.tls import transport as tlstransport
-
         assert self.remote is not None and self.url is not None
         self._awaiting_tls = True
         self._reading = False
         self.debug("Starting TLS leafnode client handshake")
 
-        def done(tls_transport: Any, err: str | None) -> None:
-            self._awaiting_tls = False
-            if self.closed:
-                return
-            if tls_transport is None:
-                self.error(f"TLS leafnode handshake error: {err}")
-                self.close(REASON_TLS_FAILURE, flush=False)
-                return
+        def ok(tls_transport: Any) -> None:
             self._tls_done(tls_transport)
             self._reading = True
             if self.info_received:
@@ -412,9 +331,9 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             else:
                 self._info_timer = self.server.loop.call_later(self.remote.opts.first_info_timeout, self._no_info)  # type: ignore[union-attr]
 
-        tlstransport.start_tls_client(
-            self.raw_transport, self.remote.client_tls(), self, server_hostname=self.url.host,
-            timeout=self.remote.tls_timeout, on_done=done,
+        self._start_handshake(
+            self.remote.client_tls(), self.remote.tls_timeout, ok, self._tls_failed_leaf,
+            client=True, server_hostname=self.url.host,
         )
 
     def _solicit_connect(self) -> None:
@@ -441,17 +360,6 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             if self._awaiting_tls:
                 return  # the TLS layer takes over the socket: nothing else is plaintext
 
-    def eof_received(self) -> bool | None:
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            tls_error = getattr(self.transport, "error", None) if self.tls_info is not None else None
-            if tls_error:
-                self.error(f"TLS error: {tls_error}")
-            failed = exc is not None or tls_error is not None
-            self.close(REASON_READ_ERROR if failed else REASON_CLIENT_CLOSED, flush=False)
-
     def _handle(self, op: tuple[Any, ...]) -> None:
         kind = op[0]
         trace = self.server.trace
@@ -472,17 +380,11 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             if self.registered:
                 self.manager.leaf_unsub(self, op[2], op[3])
         elif kind == R_PING:
-            if trace:
-                self.trace("<<- [PING]")
-            self.enqueue(rp.PONG)
+            self._got_ping()
         elif kind == R_PONG:
-            self.pings_out = 0
-            if self._rtt_start:
-                self.rtt = max(time.time() - self._rtt_start, 0.0)
+            self._got_pong()
         elif kind == R_INFO:
-            if trace:
-                self.trace(f"<<- [INFO {op[1].decode('utf-8', 'replace')}]")
-            self._on_info(op[1])
+            self._got_info(op[1])
         elif kind == R_CONNECT:
             if trace:
                 self.trace(f"<<- [CONNECT {_redact(op[1])}]")
@@ -500,13 +402,8 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             self.close(op[2], op[1])
 
     def _on_info(self, raw: bytes) -> None:
-        try:
-            info = json.loads(raw)
-            if not isinstance(info, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            self.error("Leafnode INFO is not valid JSON")
-            self.close(REASON_PROTOCOL)
+        info = self._json_doc(raw, "Leafnode INFO")
+        if info is None:
             return
         if not self.solicited:
             return  # a spoke's INFO carries nothing we use
@@ -535,26 +432,12 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     def _on_connect(self, raw: bytes) -> None:
         if self.solicited or self.connect_received:
             return
-        try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            self.error("Leafnode CONNECT is not valid JSON")
-            self.close(REASON_PROTOCOL)
+        doc = self._json_doc(raw, "Leafnode CONNECT")
+        if doc is None:
             return
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
+        self._stop_auth_timer()
         self.connect_received = True
         self.manager.authorize(self, doc)
-
-    def _auth_timeout(self) -> None:
-        self._auth_timer = None
-        if self.closed or self.connect_received:
-            return
-        self.error(ERR_AUTH_TIMEOUT)
-        self.close(REASON_AUTH_TIMEOUT, ERR_AUTH_TIMEOUT)
 
     def accepted(self, doc: dict[str, Any], account: str) -> None:
         """The hub side authenticated the CONNECT ``doc``: bind, answer, register."""
@@ -607,8 +490,7 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.registered = True
         mgr.register(self)
         self.flush()
-        delay = min(FIRST_PING, mgr.ping_interval)
-        self._ping_timer = self.server.loop.call_later(delay * (1 + random.random() * 0.2), self._ping_tick)
+        self._start_pings(jitter=True)
 
     # -- messages ------------------------------------------------------------------------------------
 
@@ -644,67 +526,12 @@ class LeafConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             self.notice(f"Slow Consumer Detected: MaxPending of {MAX_LEAF_PENDING} Exceeded")
             self.close(REASON_SLOW, flush=False)
 
-    # -- output --------------------------------------------------------------------------------------
+    # -- keepalive and closing ----------------------------------------------------------------------
 
-    def enqueue(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self.out.append(data)
-        self.out_size += len(data)
-        if not self.dirty:
-            self.dirty = True
-            self.server.mark_dirty(self)  # type: ignore[arg-type]
+    def _count_stale(self) -> None:
+        self.server.stats.stale_connections += 1
 
-    def flush(self) -> None:
-        self.dirty = False
-        out = self.out
-        if not out or self.closed or self.transport is None or self._awaiting_tls:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.out_size = 0
-        self._last_out = time.time()
-        try:
-            self.transport.write(data)
-        except Exception as e:  # noqa: BLE001 - any transport failure is a write error
-            self.debug(f"Error flushing: {e}")
-            self.close(REASON_WRITE_ERROR, flush=False)
-
-    def _ping_tick(self) -> None:
-        self._ping_timer = None
-        if self.closed:
-            return
-        mgr = self.manager
-        if self.pings_out + 1 > mgr.ping_max:
-            self.server.stats.stale_connections += 1
-            self.debug("Stale Leafnode Connection - Closing")
-            self.close(REASON_STALE, ERR_STALE)
-            return
-        self.pings_out += 1
-        self._rtt_start = time.time()
-        self.enqueue(rp.PING)
-        self._ping_timer = self.server.loop.call_later(mgr.ping_interval, self._ping_tick)
-
-    def close(self, reason: str, err: str | None = None, flush: bool = True) -> None:
-        if self.closed:
-            return
-        if err is not None:
-            if self.server.trace:
-                self.trace(f"->> [-ERR {err}]")
-            self.enqueue(rp.err_line(err))
-        if flush:
-            self.flush()
-        self.closed = True
-        self.closed_reason = reason
-        for timer in (self._auth_timer, self._ping_timer, self._info_timer):
-            if timer is not None:
-                timer.cancel()
-        self._auth_timer = self._ping_timer = self._info_timer = None
-        self.out.clear()
-        self.out_size = 0
-        shut_transports(self.transport, self.raw_transport, flush=flush)
-        remote = f" - Remote: {self.remote_name}" if self.remote_name else ""
-        self.notice(f"Leafnode connection closed: {reason}{remote}")
+    def _closed(self) -> None:
         self.manager.closed(self)
 
 
@@ -850,18 +677,8 @@ class LeafManager:
         self.running = False
         if self._listener is not None:
             self._listener.close()
-        for t in list(self._tasks):
-            t.cancel()
-        for conn in list(self.conns):
-            conn.close(REASON_SHUTDOWN)
-        if self._listener is not None:
-            try:
-                await asyncio.wait_for(self._listener.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
-            self._listener = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await close_peers(self._listener, self._tasks, self.conns, REASON_SHUTDOWN)
+        self._listener = None
 
     # -- reload ------------------------------------------------------------------------------------
 

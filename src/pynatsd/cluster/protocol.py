@@ -272,21 +272,30 @@ class RouteParser:
             if len(args) == 3:
                 return (R_UNSUB, args[0], args[1], args[2])
             raise ProtocolError("RS- arguments")
-        if name == b"PING":
-            return (R_PING,)
-        if name == b"PONG":
-            return (R_PONG,)
-        if name == b"INFO":
-            return (R_INFO, rest.strip())
-        if name == b"CONNECT":
-            return (R_CONNECT, rest.strip())
-        if name == b"+OK":
-            return (R_OK,)
-        if name == b"-ERR":
-            return (R_ERR, _strip_err(rest))
+        op = common_op(name, rest)
+        if op is not None:
+            return op
         if name == b"A+" or name == b"A-":
             return None  # gateway account interest: meaningless on a route
         return (R_CLOSE, ERR_UNKNOWN_OP, REASON_PROTOCOL)
+
+
+def common_op(name: bytes, rest: bytes) -> tuple[Any, ...] | None:
+    """The ops routes, gateways and leafnodes spell alike (PING, PONG, INFO, CONNECT, +OK,
+    -ERR) from an upper-cased op name and the rest of its line; None for any other op."""
+    if name == b"PING":
+        return (R_PING,)
+    if name == b"PONG":
+        return (R_PONG,)
+    if name == b"INFO":
+        return (R_INFO, rest.strip())
+    if name == b"CONNECT":
+        return (R_CONNECT, rest.strip())
+    if name == b"+OK":
+        return (R_OK,)
+    if name == b"-ERR":
+        return (R_ERR, _strip_err(rest))
+    return None
 
 
 # -- encoders ----------------------------------------------------------------------------------

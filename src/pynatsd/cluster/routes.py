@@ -67,13 +67,14 @@ import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pynatsd import NATS_SERVER_COMPAT_VERSION
-from pynatsd.client import ConnectionViews, PrefixedLog, deliver, shut_transports
+from pynatsd.client import deliver
 from pynatsd.cluster import peerauth
 from pynatsd.cluster import protocol as rp
+from pynatsd.cluster.peerconn import PeerConnection, close_peers
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
     R_CLOSE,
@@ -112,18 +113,12 @@ CONNECT_DELAY = 1.0  # between connect attempts (nats-server DEFAULT_ROUTE_CONNE
 CONNECT_MAX_DELAY = 30.0  # with connect_backoff (DEFAULT_ROUTE_CONNECT_MAX)
 RECONNECT_DELAY = 1.0  # before re-dialing a dropped explicit route (DEFAULT_ROUTE_RECONNECT)
 DIAL_TIMEOUT = 1.0  # DEFAULT_ROUTE_DIAL
-FIRST_PING = 1.0
 MAX_PING_INTERVAL = 30.0
 CONNECT_ERROR_REPORTS = 3600  # first connect: log every Nth failure (others at debug)
 
 # closed reasons (nats-server's spelling)
-REASON_CLIENT_CLOSED = "Client Closed"
-REASON_AUTH_TIMEOUT = "Authentication Timeout"
 REASON_AUTH_FAILURE = "Authentication Failure"
 REASON_TLS_FAILURE = "TLS Handshake Failure"
-REASON_WRITE_ERROR = "Write Error"
-REASON_READ_ERROR = "Read Error"
-REASON_STALE = "Stale Connection"
 REASON_PROTOCOL = "Protocol Violation"
 REASON_PARSE = "Parse Error"
 REASON_WRONG_PORT = "Incorrect Port"
@@ -138,8 +133,6 @@ REASON_ROUTE_REMOVED = "Route Removed"
 
 ERR_AUTH_VIOLATION = "Authorization Violation"
 LOG_AUTH_ERROR = "authentication error"  # what nats-server logs when it sends the above
-ERR_AUTH_TIMEOUT = "Authentication Timeout"
-ERR_STALE = "Stale Connection"
 ERR_ROUTE_PORT = "attempted to connect to route port"
 
 # ClusterOptions fields a configuration reload may change (RouteManager.reload applies them;
@@ -306,8 +299,17 @@ class ClusterStats(ServerStats):
         return self.stale_connections - self.stale_connections_routes
 
 
-class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
+class RouteConnection(PeerConnection):
     """One route connection (accepted or solicited). See the module docstring."""
+
+    KIND = "Route"
+    CLOSED_LINE = "Router connection closed"
+    TRACE_KEEPALIVE = True
+    TRACE_ERR_OUT = True
+    TIMERS = ("_auth_timer", "_ping_timer", "_wd_timer")
+
+    manager: RouteManager
+    server: Server
 
     def __init__(
         self,
@@ -317,8 +319,7 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         rtype: int = IMPLICIT,
         gossip_mode: int = GOSSIP_DEFAULT,
     ) -> None:
-        self.manager = manager
-        self.server = manager.server
+        self._init_peer(manager, RouteParser(max(manager.server.opts.max_control_line, 4096) * 16))
         self.rid = 0
         self.solicited = url is not None
         self.url = url  # for accepted routes: built from the peer INFO's host/port
@@ -326,8 +327,6 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.gossip_mode = gossip_mode
         self.retry = False  # reconnect when dropped although not solicited (duplicate handling)
         self.no_reconnect = False
-        self.remote_id = ""
-        self.remote_name = ""
         self.remote_ip_url = ""  # nats-route://ip:port/ of the peer, for gossip
         self.remote_import: Any = None
         self.remote_export: Any = None
@@ -335,41 +334,8 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.connect_urls: list[str] = []
         self.gateway_url = ""  # (gateways) the peer's gateway URL, from its route INFO
         self.peer_knows_compression = False
-        self.headers = False
-        self.connect_received = False
-        self.info_received = False
-        self.registered = False
-        self.host = ""
-        self.port = 0
-        self.start = datetime.now(UTC)
-        self._last_in = time.time()
-        self._last_out = self._last_in
-        self.rtt: float | None = None
-        self._rtt_start = 0.0
-        self.pings_out = 0
-        self.in_msgs = 0
-        self.out_msgs = 0
-        self.in_bytes = 0
-        self.out_bytes = 0
         self.subs: dict[tuple[bytes, ...], RemoteSub] = {}  # by interest_key()
-        self.parser = RouteParser(max(manager.server.opts.max_control_line, 4096) * 16)
-        self.transport: Any = None
-        self.raw_transport: Any = None
-        self.tls_info: dict[str, Any] | None = None
-        self.out: list[bytes] = []
-        self.out_size = 0
-        self.dirty = False
-        self.closed = False
-        self.closed_reason: str | None = None
-        # as the producer of routed messages in client.deliver: never a subscriber itself, and
-        # not paused when a local subscriber falls behind (nats-server does not stall routes)
-        self.echo = True
-        self.stall = False
-        self._reading = False
-        self._auth_timer: asyncio.TimerHandle | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
         self._wd_timer: asyncio.TimerHandle | None = None
-        self._ncs = ""
 
     # -- monitoring views --------------------------------------------------------------------
 
@@ -384,23 +350,9 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         mgr = self.manager
-        self.raw_transport = transport
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.host, self.port = str(peer[0]), int(peer[1])
-        self.rid = self.server.next_cid()
-        hp = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        self._ncs = f"{hp} - rid:{self.rid}"
-        try:
-            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-        except (AttributeError, NotImplementedError):
-            pass
-        if not mgr.running:
-            self.closed = True
-            transport.abort()  # type: ignore[attr-defined]
+        self.rid = self._attach(transport, "rid")
+        if not self._admit(transport, WRITE_HIGH_WATER):
             return
-        mgr.conns.add(self)
         if self.url is not None and self.solicited:
             mgr.dial_done(self.url)
         if mgr.server_tls is not None or (self.solicited and mgr.client_tls is not None):
@@ -409,55 +361,32 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self._begin()
 
     def _start_tls(self) -> None:
-        from pynatsd.tls import transport as tlstransport
-
         mgr = self.manager
         self.debug("Starting TLS route connection handshake")
 
-        def done(tls_transport: Any, err: str | None) -> None:
-            if self.closed:
-                return
-            if tls_transport is None:
-                if err == "handshake timeout":
-                    # nats-server's two lines for it: the handshake's read error, then the timer's
-                    local = _sockname(self.raw_transport)
-                    self.error(
-                        f"TLS route handshake error: read tcp {local}->{_hostport(self.host, self.port)}: i/o timeout"
-                    )
-                    self.error("TLS handshake timeout")
-                else:
-                    self.error(f"TLS route handshake error: {err}")
-                self.close(REASON_TLS_FAILURE, flush=False)
-                return
-            self.transport = tls_transport
-            try:
-                from pynatsd.tls.identity import tls_info
-
-                self.tls_info = tls_info(tls_transport)
-            except Exception:  # noqa: BLE001 - informational only
-                self.tls_info = None
-            self.debug("TLS handshake complete")
-            if self.tls_info and self.tls_info.get("version"):
-                self.debug(
-                    f"TLS version {self.tls_info.get('version')}, cipher suite {self.tls_info.get('cipher_suite')}"
-                )
+        def ok(tls_transport: Any) -> None:
+            self._tls_established(tls_transport, unknown_info=None, version_line=True)
             self._begin()
+
+        def failed(err: str | None) -> None:
+            if err != "handshake timeout":
+                self._tls_failed("route", err)
+                return
+            # nats-server's two lines for it: the handshake's read error, then the timer's
+            local = _sockname(self.raw_transport)
+            self.error(f"TLS route handshake error: read tcp {local}->{_hostport(self.host, self.port)}: i/o timeout")
+            self.error("TLS handshake timeout")
+            self.close(REASON_TLS_FAILURE, flush=False)
 
         if self.solicited:
             assert mgr.client_tls is not None and self.url is not None
-            tlstransport.start_tls_client(
-                self.raw_transport,
-                mgr.client_tls,
-                self,
-                server_hostname=mgr.tls_server_name(self.url),
-                timeout=mgr.tls_timeout,
-                on_done=done,
+            self._start_handshake(
+                mgr.client_tls, mgr.tls_timeout, ok, failed,
+                client=True, server_hostname=mgr.tls_server_name(self.url),
             )
         else:
             assert mgr.server_tls is not None
-            tlstransport.start_tls(
-                self.raw_transport, mgr.server_tls, self, timeout=mgr.tls_timeout, on_done=done
-            )
+            self._start_handshake(mgr.server_tls, mgr.tls_timeout, ok, failed)
 
     def _begin(self) -> None:
         """TCP (and TLS) established: handshake lines, timers, reading."""
@@ -471,10 +400,9 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         else:
             self.enqueue(rp.info_line(mgr.route_info(nonce=True)))
             if mgr.auth_required:
-                self._auth_timer = self.server.loop.call_later(mgr.auth_timeout, self._auth_timeout)
+                self._start_auth_timer()
         self.flush()
-        delay = min(FIRST_PING, mgr.ping_interval)
-        self._ping_timer = self.server.loop.call_later(delay * (1 + random.random() * 0.2), self._ping_tick)
+        self._start_pings(jitter=True)
 
     def data_received(self, data: bytes) -> None:
         if self.closed or not self._reading:
@@ -488,9 +416,6 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
                 on_msg(op[1], op[2], op[3], op[4], op[5], op[6])
             else:
                 self._handle(op)
-
-    def eof_received(self) -> bool | None:
-        return None
 
     def pause_writing(self) -> None:
         # the socket stopped taking our bytes: allow it write_deadline to recover
@@ -517,19 +442,15 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         )
         self.close(REASON_SLOW_DEADLINE, flush=False)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            tls_error = getattr(self.transport, "error", None) if self.tls_info is not None else None
-            if self.solicited and self.tls_info is not None and not self.info_received:
-                # With TLS 1.3 the dialer's handshake is done before the acceptor has checked
-                # our certificate: a refusal shows up after it, as the peer's alert (read by the
-                # TLS layer, when it arrived before the close) or just as this close.
-                why = tls_error or "it probably refused our certificate"
-                self.error(f"TLS route closed by the remote before its INFO: {why}")
-            elif tls_error:
-                self.error(f"TLS error: {tls_error}")
-            failed = exc is not None or tls_error is not None
-            self.close(REASON_READ_ERROR if failed else REASON_CLIENT_CLOSED, flush=False)
+    def _log_lost(self, tls_error: str | None) -> None:
+        if self.solicited and self.tls_info is not None and not self.info_received:
+            # With TLS 1.3 the dialer's handshake is done before the acceptor has checked our
+            # certificate: a refusal shows up after it, as the peer's alert (read by the TLS
+            # layer, when it arrived before the close) or just as this close.
+            why = tls_error or "it probably refused our certificate"
+            self.error(f"TLS route closed by the remote before its INFO: {why}")
+        elif tls_error:
+            self.error(f"TLS error: {tls_error}")
 
     # -- op handling -----------------------------------------------------------------------------
 
@@ -549,20 +470,11 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         elif kind == R_UNSUB:
             self._on_unsub(op[1], op[2], op[3])
         elif kind == R_PING:
-            if self.server.trace:
-                self.trace("<<- [PING]")
-                self.trace("->> [PONG]")
-            self.enqueue(rp.PONG)
+            self._got_ping()
         elif kind == R_PONG:
-            if self.server.trace:
-                self.trace("<<- [PONG]")
-            self.pings_out = 0
-            if self._rtt_start:
-                self.rtt = max(time.time() - self._rtt_start, 0.0)
+            self._got_pong()
         elif kind == R_INFO:
-            if self.server.trace:
-                self.trace(f"<<- [INFO {op[1].decode('utf-8', 'replace')}]")
-            self._on_info(op[1])
+            self._got_info(op[1])
         elif kind == R_CONNECT:
             if self.server.trace:
                 self.trace(f"<<- [CONNECT {_redact(op[1])}]")
@@ -583,28 +495,14 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.error(f"Route parser error: {reason}")
         self.close(reason, err)
 
-    def _auth_timeout(self) -> None:
-        self._auth_timer = None
-        if self.closed or self.connect_received:
-            return
-        self.error(ERR_AUTH_TIMEOUT)
-        self.close(REASON_AUTH_TIMEOUT, ERR_AUTH_TIMEOUT)
-
     def _on_connect(self, raw: bytes) -> None:
         if self.solicited or self.connect_received:
             return  # a route only ever gets one CONNECT, from its dialer
         mgr = self.manager
-        try:
-            doc = json.loads(raw)
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            self.error("Route CONNECT is not valid JSON")
-            self.close(REASON_PROTOCOL, flush=True)
+        doc = self._json_doc(raw, "Route CONNECT")
+        if doc is None:
             return
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
+        self._stop_auth_timer()
         if not mgr.authorize(self, doc):
             # nats-server's log line: the CONNECT's user (Go-quoted) when it carried one
             user = doc.get("user")
@@ -636,13 +534,8 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         self.headers = bool(doc.get("headers")) and self.server.headers_supported
 
     def _on_info(self, raw: bytes) -> None:
-        try:
-            info = json.loads(raw)
-            if not isinstance(info, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            self.error("Route INFO is not valid JSON")
-            self.close(REASON_PROTOCOL, flush=True)
+        info = self._json_doc(raw, "Route INFO")
+        if info is None:
             return
         if not self.info_received:
             self.manager.first_info(self, info)
@@ -782,30 +675,6 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
     # -- output ------------------------------------------------------------------------------------
 
-    def enqueue(self, data: bytes) -> None:
-        if self.closed:
-            return
-        self.out.append(data)
-        self.out_size += len(data)
-        if not self.dirty:
-            self.dirty = True
-            self.server.mark_dirty(self)  # type: ignore[arg-type]
-
-    def flush(self) -> None:
-        self.dirty = False
-        out = self.out
-        if not out or self.closed or self.transport is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self.out_size = 0
-        self._last_out = time.time()
-        try:
-            self.transport.write(data)
-        except Exception as e:  # noqa: BLE001 - any transport failure is a write error
-            self.debug(f"Error flushing: {e}")
-            self.close(REASON_WRITE_ERROR, flush=False)
-
     def _check_pending(self) -> None:
         if self.pending_bytes > MAX_ROUTE_PENDING:
             self.manager.stats.slow_consumers += 1
@@ -813,48 +682,13 @@ class RouteConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
             self.notice(f"Slow Consumer Detected: MaxPending of {MAX_ROUTE_PENDING} Exceeded")
             self.close(REASON_SLOW, flush=False)
 
-    # -- keepalive -----------------------------------------------------------------------------------
+    # -- keepalive and closing -----------------------------------------------------------------------
 
-    def _ping_tick(self) -> None:
-        self._ping_timer = None
-        if self.closed:
-            return
-        mgr = self.manager
-        if self.pings_out + 1 > mgr.ping_max:
-            mgr.stats.stale_connections += 1
-            mgr.stats.stale_connections_routes += 1
-            self.debug("Stale Route Connection - Closing")
-            self.close(REASON_STALE, ERR_STALE)
-            return
-        self.pings_out += 1
-        self._rtt_start = time.time()
-        if self.server.trace:
-            self.trace("->> [PING]")
-        self.enqueue(rp.PING)
-        self._ping_timer = self.server.loop.call_later(mgr.ping_interval, self._ping_tick)
+    def _count_stale(self) -> None:
+        self.manager.stats.stale_connections += 1
+        self.manager.stats.stale_connections_routes += 1
 
-    # -- closing -------------------------------------------------------------------------------------
-
-    def close(self, reason: str, err: str | None = None, flush: bool = True) -> None:
-        if self.closed:
-            return
-        if err is not None:
-            if self.server.trace:
-                self.trace(f"->> [-ERR {err}]")
-            self.enqueue(rp.err_line(err))
-        if flush:
-            self.flush()
-        self.closed = True
-        self.closed_reason = reason
-        for timer in (self._auth_timer, self._ping_timer, self._wd_timer):
-            if timer is not None:
-                timer.cancel()
-        self._auth_timer = self._ping_timer = self._wd_timer = None
-        self.out.clear()
-        self.out_size = 0
-        shut_transports(self.transport, self.raw_transport, flush=flush)
-        remote = f" - Remote: {self.remote_name}" if self.remote_name else ""
-        self.notice(f"Router connection closed: {reason}{remote}")
+    def _closed(self) -> None:
         self._drop_remote_subs()
         self.manager.route_closed(self)
 
@@ -1032,18 +866,8 @@ class RouteManager:
         if self._listener is not None:
             self._listener.close()
             log.debug("Route accept loop exiting..")
-        for t in list(self._tasks):
-            t.cancel()
-        for conn in list(self.conns):
-            conn.close(REASON_SHUTDOWN)
-        if self._listener is not None:
-            try:
-                await asyncio.wait_for(self._listener.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
-            self._listener = None
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await close_peers(self._listener, self._tasks, self.conns, REASON_SHUTDOWN)
+        self._listener = None
 
     def lame_duck(self) -> None:
         """Tell the peers we are going away: their clients stop being offered our URLs."""
