@@ -43,6 +43,7 @@ SIGNALS = {
 USAGE = f"""
 Usage: {PROG} [options]
        {PROG} certs DIR [--client NAME ...]   (make a CA and certificates for tests)
+       {PROG} tls-report [-c FILE] [flags] [--client-cert FILE ...] [--json]   (explain the TLS set-up)
 
 Server Options:
     -a, --addr, --net <host>         Bind to host address (default: 0.0.0.0)
@@ -482,6 +483,10 @@ def main(argv: list[str] | None = None) -> None:
         from pynatsd.tls.certs import main as certs_main
 
         sys.exit(certs_main(args[1:]))
+    if args and args[0] == "tls-report":
+        from pynatsd.tls.report import main as tls_report_main
+
+        sys.exit(tls_report_main(args[1:]))
     code = run(args, sys.stdout, sys.stderr)
     if _server_ran:
         # The server has shut down (logs written, pid/ports files handled): leave at once, as
