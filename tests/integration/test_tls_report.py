@@ -296,7 +296,7 @@ cluster {{ name: c1, port: -1, authorization {{ user: "localhost" }}, tls {{ {bl
 gateway {{ name: A, port: -1, tls {{ {block} }}
   gateways [ {{ name: B, urls: ["tls://127.0.0.1:17999"], tls {{ ca_file: "{ca}", insecure: true }} }} ] }}
 leafnodes {{ port: -1, tls {{ {block}, verify_and_map: true }}
-  remotes [ {{ url: "tls://127.0.0.1:17998", tls {{ ca_file: "{ca}" }} }} ] }}
+  remotes [ {{ url: "tls://127.0.0.1:17998", tls {{ ca_file: "{ca}", min_version: "1.3", curve_preferences: [CurveP256] }} }} ] }}
 """)
     r = json_report("-c", conf)
     assert [ls["kind"] for ls in r["listeners"]] == [
@@ -315,6 +315,9 @@ leafnodes {{ port: -1, tls {{ {block}, verify_and_map: true }}
     assert {u["user"]: u["forms"] for u in leaf["users"]} == {"leafy@example.com": ["email SAN"]}
     lr = listener(r, "leaf_remote")
     assert lr["peers"]["verify"] is True and lr["peers"]["trusted_cas"] == [certs.ca.cert.subject.rfc4514_string()]
+    assert lr["peers"]["min_version"] == "1.3" and lr["peers"]["curves"] == ["CurveP256"]
+    assert gr["peers"]["min_version"] == "1.2" and gr["peers"]["tls12_suites"] == list(SECURE_TLS12)
+    assert gr["peers"]["curves"] == list(DEFAULT_CURVES)
     rc, text, _ = run_report("-c", conf)
     assert rc == 0
     for title in ("== client port", "== HTTPS monitoring", "== cluster (routes)", "== gateway (",

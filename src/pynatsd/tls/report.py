@@ -323,6 +323,13 @@ def _dialing(name: str, kind: str, urls: Sequence[str], t: TLSOptions, built: An
     """A dialing side (leaf remote, gateway remote): the certificate it presents, how it checks the server."""
     warn_days = opts.tls_expiry_warn_days or 30
     pairs = [(t.cert_file, t.key_file)] if t.cert_file else list(t.certificates)
+    # the builder's own choice of versions, suites and groups (ClientTLS does not keep them)
+    from pynatsd.tls.context import _Builder
+
+    b = _Builder(t, "report")
+    minv = b.min_version(opts.fips)
+    t12, t13 = b.tls12_suites(opts.fips)
+    curves = b.curves(opts.fips)
     peers = {
         "verify": bool(built.verify),
         "verify_note": ("the server's certificate chain and host name are checked" if built.verify else
@@ -330,7 +337,10 @@ def _dialing(name: str, kind: str, urls: Sequence[str], t: TLSOptions, built: An
         "trusted_cas": ((_ca_subjects(t.ca_file) if t.ca_file else ["(the system's trusted roots)"])
                         if built.verify else []),
         "pinned_certs": len(built.pins) if built.pins is not None else None,
-        "min_version": t.min_version or "1.2",
+        "min_version": "1.3" if not t12 else minv,
+        "tls12_suites": t12,
+        "tls13_suites": t13,
+        "curves": curves,
         "timeout": t.timeout,
         "fips": opts.fips,
     }
