@@ -48,7 +48,6 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
-import ipaddress
 import logging
 import random
 import socket
@@ -61,7 +60,7 @@ from pynatsd import NATS_SERVER_COMPAT_VERSION
 from pynatsd.client import deliver
 from pynatsd.cluster import peerauth
 from pynatsd.cluster import protocol as rp
-from pynatsd.cluster.peerconn import PeerConnection, close_peers
+from pynatsd.cluster.peerconn import PeerConnection, close_peers, is_ip
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
     R_CLOSE,
@@ -215,12 +214,6 @@ def parse_gateway_url(text: str) -> GatewayURL:
     )
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class RemoteGateway:
@@ -245,7 +238,7 @@ class RemoteGateway:
             self._add(u.hostport, u)
 
     def _add(self, key: str, u: GatewayURL) -> None:
-        if self.client_tls is not None and not self.tls_name and not _is_ip(u.host):
+        if self.client_tls is not None and not self.tls_name and not is_ip(u.host):
             self.tls_name = u.host
         self.urls[key] = u
 
@@ -337,7 +330,7 @@ class GatewayConnection(PeerConnection):
             assert self.url is not None and self.remote is not None
             # as nats-server: the URL's host, or the remote's saved host name when it is an IP
             host = self.url.host
-            if self.remote.tls_name and _is_ip(host):
+            if self.remote.tls_name and is_ip(host):
                 host = self.remote.tls_name
             self._start_handshake(ctx, mgr.tls_timeout, ok, failed, client=True, server_hostname=host)
         else:
@@ -397,7 +390,7 @@ class GatewayConnection(PeerConnection):
         elif kind == R_INFO:
             self._got_info(op[1])
         elif kind == R_CONNECT:
-            self._on_connect(op[1])
+            self._got_connect(op[1])
         elif kind == R_ERR:
             text = op[1].decode("utf-8", "replace")
             self.error(f"Gateway Error '{text}'")
@@ -738,7 +731,7 @@ class GatewayManager:
                 for url in urls:
                     hp = url.hostport
                     ip = url.host
-                    if not _is_ip(ip):  # as nats-server: one of the host's addresses, at random
+                    if not is_ip(ip):  # as nats-server: one of the host's addresses, at random
                         try:
                             infos = await loop.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
                             ip = str(random.choice(infos)[4][0])

@@ -31,7 +31,6 @@ Protocol per leaf connection, accepted or solicited. Behaviour checked against n
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import secrets
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from pynatsd import NATS_SERVER_COMPAT_VERSION
 from pynatsd.client import deliver
 from pynatsd.cluster import protocol as rp
-from pynatsd.cluster.peerconn import PeerConnection, close_peers
+from pynatsd.cluster.peerconn import PeerConnection, close_peers, hostport
 from pynatsd.cluster.protocol import (
     R_CLOSE,
     R_CONNECT,
@@ -220,6 +219,7 @@ class LeafConnection(PeerConnection):
 
     KIND = "Leafnode"
     CLOSED_LINE = "Leafnode connection closed"
+    TRACE_CONNECT_IN = True
     TRACE_ERR_OUT = True
     TIMERS = ("_auth_timer", "_ping_timer", "_info_timer")
 
@@ -386,9 +386,7 @@ class LeafConnection(PeerConnection):
         elif kind == R_INFO:
             self._got_info(op[1])
         elif kind == R_CONNECT:
-            if trace:
-                self.trace(f"<<- [CONNECT {_redact(op[1])}]")
-            self._on_connect(op[1])
+            self._got_connect(op[1])
         elif kind == R_ERR:
             text = op[1].decode("utf-8", "replace")
             self.error(f"Leafnode Error '{text}'")
@@ -665,7 +663,7 @@ class LeafManager:
             self.port = int(self._listener.sockets[0].getsockname()[1])
             if self.server_tls is not None:
                 log.info("TLS required for leafnode connections")
-            log.info("Listening for leafnode connections on %s", _hostport(lo.host, self.port))
+            log.info("Listening for leafnode connections on %s", hostport(lo.host, self.port))
         for r in self.remotes:
             if r.opts.tls is not None and r.opts.tls.insecure:
                 log.warning(
@@ -809,7 +807,7 @@ class LeafManager:
         host = lo.host
         if host in ("", "0.0.0.0", "::"):
             host = "127.0.0.1"
-        return _hostport(host, self.port)
+        return hostport(host, self.port)
 
     def connect_json(self, conn: LeafConnection) -> dict[str, Any]:
         server = self.server
@@ -1299,8 +1297,6 @@ def _rtt(rtt: float | None) -> str:
     return go_duration(seconds_to_ns(rtt))
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -1330,14 +1326,3 @@ def _margs(subject: bytes, reply: bytes, queues: tuple[bytes, ...], hdr_len: int
     parts.append(len(data))
     return _args(*parts)
 
-
-def _redact(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(doc, dict) and doc.get("pass"):
-        doc["pass"] = "[REDACTED]"
-        return json.dumps(doc, separators=(",", ":"))
-    return text

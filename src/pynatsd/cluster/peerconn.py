@@ -14,6 +14,7 @@ A subclass's manager provides ``running``, ``conns``, ``auth_timeout``, ``ping_i
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import random
 import time
@@ -37,6 +38,32 @@ ERR_AUTH_TIMEOUT = "Authentication Timeout"
 ERR_STALE = "Stale Connection"
 
 
+def hostport(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def redact_connect(raw: bytes) -> str:
+    """A CONNECT's JSON for the trace log, its password (if any) shown as [REDACTED]."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(doc, dict) and doc.get("pass"):
+        doc["pass"] = "[REDACTED]"
+        return json.dumps(doc, separators=(",", ":"))
+    return text
+
+
 class PeerConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     """Base of RouteConnection, LeafConnection and GatewayConnection (see the module docstring)."""
 
@@ -44,9 +71,10 @@ class PeerConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
     KIND = ""
     # the start of the line logged when it closes: "<CLOSED_LINE>: <reason>[ - Remote: <name>]"
     CLOSED_LINE = ""
-    # what is traced (-V) besides the PINGs we get: the rest of the keepalive (the PINGs we
-    # send and the PONGs we get and send), and the -ERR we close with
+    # what is traced (-V) besides the PINGs and INFOs we get: the rest of the keepalive (the
+    # PINGs we send, the PONGs we get and send), the CONNECT we get and the -ERR we close with
     TRACE_KEEPALIVE = False
+    TRACE_CONNECT_IN = False
     TRACE_ERR_OUT = False
     # the timers close cancels (attribute names)
     TIMERS: tuple[str, ...] = ("_auth_timer", "_ping_timer")
@@ -106,8 +134,7 @@ class PeerConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.host, self.port = str(peer[0]), int(peer[1])
         cid: int = self.server.next_cid()
-        hp = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        self._ncs = f"{hp} - {tag}:{cid}"
+        self._ncs = f"{hostport(self.host, self.port)} - {tag}:{cid}"
         return cid
 
     def _admit(self, transport: asyncio.BaseTransport, high_water: int | None) -> bool:
@@ -202,6 +229,15 @@ class PeerConnection(PrefixedLog, ConnectionViews, asyncio.Protocol):
 
     def _on_info(self, raw: bytes) -> None:
         """A peer's INFO (each kind of connection reads its own way)."""
+        raise NotImplementedError
+
+    def _got_connect(self, raw: bytes) -> None:
+        if self.TRACE_CONNECT_IN and self.server.trace:
+            self.trace(f"<<- [CONNECT {redact_connect(raw)}]")
+        self._on_connect(raw)
+
+    def _on_connect(self, raw: bytes) -> None:
+        """A peer's CONNECT (each kind of connection reads its own way)."""
         raise NotImplementedError
 
     def _json_doc(self, raw: bytes, what: str | None) -> dict[str, Any] | None:

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import random
 import secrets
@@ -74,7 +73,7 @@ from pynatsd import NATS_SERVER_COMPAT_VERSION
 from pynatsd.client import deliver
 from pynatsd.cluster import peerauth
 from pynatsd.cluster import protocol as rp
-from pynatsd.cluster.peerconn import PeerConnection, close_peers
+from pynatsd.cluster.peerconn import PeerConnection, close_peers, hostport, is_ip
 from pynatsd.cluster.protocol import (
     GLOBAL_ACCOUNT,
     R_CLOSE,
@@ -305,6 +304,7 @@ class RouteConnection(PeerConnection):
     KIND = "Route"
     CLOSED_LINE = "Router connection closed"
     TRACE_KEEPALIVE = True
+    TRACE_CONNECT_IN = True
     TRACE_ERR_OUT = True
     TIMERS = ("_auth_timer", "_ping_timer", "_wd_timer")
 
@@ -374,7 +374,7 @@ class RouteConnection(PeerConnection):
                 return
             # nats-server's two lines for it: the handshake's read error, then the timer's
             local = _sockname(self.raw_transport)
-            self.error(f"TLS route handshake error: read tcp {local}->{_hostport(self.host, self.port)}: i/o timeout")
+            self.error(f"TLS route handshake error: read tcp {local}->{hostport(self.host, self.port)}: i/o timeout")
             self.error("TLS handshake timeout")
             self.close(REASON_TLS_FAILURE, flush=False)
 
@@ -476,9 +476,7 @@ class RouteConnection(PeerConnection):
         elif kind == R_INFO:
             self._got_info(op[1])
         elif kind == R_CONNECT:
-            if self.server.trace:
-                self.trace(f"<<- [CONNECT {_redact(op[1])}]")
-            self._on_connect(op[1])
+            self._got_connect(op[1])
         elif kind == R_ERR:
             text = op[1].decode("utf-8", "replace")
             if self.server.trace:
@@ -735,7 +733,7 @@ class RouteManager:
             else (self.tls_timeout + 1.0 if tls is not None else 2.0)
         )
         self.import_perms, self.export_perms = _route_permissions(c.permissions)
-        self._tls_name = next((u.host for u in self.configured if not _is_ip(u.host)), "")
+        self._tls_name = next((u.host for u in self.configured if not is_ip(u.host)), "")
         # see local interest changes, in every account
         assert not server.clients, "RouteManager must be created before any connection"
         server.accounts.set_trie_factory(lambda acc: InterestTrie(self, acc.name_b))
@@ -814,7 +812,7 @@ class RouteManager:
         removed = [u for u in self.configured if u not in urls]
         added = [u for u in urls if u not in self.configured]
         self.configured = urls
-        self._tls_name = next((u.host for u in urls if not _is_ip(u.host)), "")
+        self._tls_name = next((u.host for u in urls if not is_ip(u.host)), "")
         for u in removed:
             task = self._dialing.pop((u.host.lower(), u.port), None)
             if task is not None:
@@ -855,7 +853,7 @@ class RouteManager:
         self.running = True
         if self.server_tls is not None:
             log.info("TLS required for route connections")
-        log.info("Listening for route connections on %s", _hostport(c.host, self.port))
+        log.info("Listening for route connections on %s", hostport(c.host, self.port))
         if c.tls is not None and c.tls.insecure:
             log.warning("TLS certificate chain and hostname of solicited routes will not be verified. DO NOT USE IN PRODUCTION!")
         for url in self.configured:
@@ -886,10 +884,10 @@ class RouteManager:
             return [adv if ":" in adv.rsplit("]", 1)[-1] else f"{adv}:{server.port}"]
         host = opts.host
         if host in ("", "0.0.0.0", "::", "[::]"):
-            return [_hostport(ip, server.port) for ip in _local_ips()] or [
-                _hostport("127.0.0.1", server.port)
+            return [hostport(ip, server.port) for ip in _local_ips()] or [
+                hostport("127.0.0.1", server.port)
             ]
-        return [_hostport(host, server.port)]
+        return [hostport(host, server.port)]
 
     def client_connect_urls(self) -> list[str]:
         """connect_urls for client INFO: ours, then every other cluster member's; nothing before
@@ -915,7 +913,7 @@ class RouteManager:
         if c.advertise:
             adv = parse_route_url(c.advertise)
             host, port = adv.host, adv.port if ":" in c.advertise.split("://", 1)[-1] else self.port
-            ip = f"nats-route://{_hostport(host, port)}/"
+            ip = f"nats-route://{hostport(host, port)}/"
         info: dict[str, Any] = {
             "server_id": server.server_id,
             "server_name": server.server_name,
@@ -1005,7 +1003,7 @@ class RouteManager:
                 other.close(REASON_CLUSTER_NAME)
 
     def tls_server_name(self, url: RouteURL) -> str:
-        if _is_ip(url.host) and self._tls_name:
+        if is_ip(url.host) and self._tls_name:
             return self._tls_name
         return url.host
 
@@ -1057,7 +1055,7 @@ class RouteManager:
             conn.url = RouteURL(rhost, rport)
         ip = info.get("ip")
         if not ip:
-            ip = f"nats-route://{_hostport(conn.host, rport)}/"
+            ip = f"nats-route://{hostport(conn.host, rport)}/"
             info["ip"] = ip
         conn.remote_ip_url = str(ip)
         urls = info.get("connect_urls")
@@ -1584,25 +1582,15 @@ class RouteManager:
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _sockname(transport: Any) -> str:
     name = transport.get_extra_info("sockname") if transport is not None else None
     if isinstance(name, tuple) and len(name) >= 2:
-        return _hostport(str(name[0]), int(name[1]))
+        return hostport(str(name[0]), int(name[1]))
     return "?"
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 def _local_ips() -> list[str]:
@@ -1679,14 +1667,3 @@ def _msg_args(
     line = rp.msg_line(account, subject, reply, queues, hdr_len, len(data))
     return line[5:-2].decode("utf-8", "replace")
 
-
-def _redact(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(doc, dict) and doc.get("pass"):
-        doc["pass"] = "[REDACTED]"
-        return json.dumps(doc, separators=(",", ":"))
-    return text
