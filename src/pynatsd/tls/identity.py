@@ -514,16 +514,8 @@ def tls_info(transport: Any, *, peer_certs: bool = True) -> dict[str, Any]:
     """TLS facts of an established connection for /connz: version ("1.3"), cipher_suite (Go
     name), group (Go name, e.g. "X25519MLKEM768") and, unless ``peer_certs=False`` (client
     connections work them out on request: ClientConnection.tls_peer_certs), peer_certs (leaf
-    first)."""
-    from pynatsd.tls.context import go_cipher_name, go_group_name
-
-    conn = transport.get_extra_info("ssl_object")
-    version = conn.get_protocol_version_name()  # "TLSv1.3"
-    info: dict[str, Any] = {
-        "version": version[4:] if version.startswith("TLSv") else version,
-        "cipher_suite": go_cipher_name(conn.get_cipher_name()),
-        "group": go_group_name(conn.get_group_name()),
-    }
+    first). ``transport`` is a pynatsd.tls.transport.TLSTransport."""
+    info: dict[str, Any] = dict(transport.tls_summary())  # a copy: the summary is shared
     if peer_certs:
         info["peer_certs"] = [peer_cert_info(c) for c in transport.get_extra_info("peer_cert_chain") or ()]
     return info
